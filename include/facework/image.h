@@ -33,7 +33,7 @@ typedef struct fw_image {
 typedef struct fw_image_info {
     fw_image_format format;
     int width, height; /* as stored, before orientation */
-    int orientation;   /* EXIF orientation 1..8 (1 when absent or not JPEG) */
+    int orientation;   /* EXIF orientation 1..8 (JPEG APP1, PNG eXIf, WebP EXIF; 1 when absent) */
 } fw_image_info;
 
 typedef struct fw_decode_opts {
@@ -65,7 +65,8 @@ fw_err fw_image_load_file(const char *path, const fw_decode_opts *opts, fw_image
 fw_err fw_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
                     fw_error *err);
 
-/* A new zeroed width x height image (orig size = size), or NULL on allocation failure. */
+/* A new zeroed width x height image (orig size = size), or NULL on allocation failure or
+ * when width or height <= 0. */
 fw_image *fw_image_new(int width, int height);
 
 /* Frees img and its pixels. NULL is a no-op. */
