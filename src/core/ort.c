@@ -1,0 +1,697 @@
+/* ONNX Runtime sessions: the only file that includes onnxruntime_c_api.h. */
+#include "core/ort.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <onnxruntime_c_api.h>
+
+#include "util/log.h"
+
+#define MOD "ort"
+
+/* ------------------------------------------------------------------------------------ */
+/* provider names                                                                       */
+
+static const char *const provider_names[FW_PROVIDER__COUNT] = {
+    [FW_PROVIDER_AUTO] = "auto",         [FW_PROVIDER_CPU] = "cpu",
+    [FW_PROVIDER_CUDA] = "cuda",         [FW_PROVIDER_TENSORRT] = "tensorrt",
+    [FW_PROVIDER_DML] = "dml",           [FW_PROVIDER_ROCM] = "rocm",
+    [FW_PROVIDER_MIGRAPHX] = "migraphx", [FW_PROVIDER_COREML] = "coreml",
+    [FW_PROVIDER_OPENVINO] = "openvino",
+};
+
+/* The names GetAvailableProviders uses. */
+static const char *const provider_ort_names[FW_PROVIDER__COUNT] = {
+    [FW_PROVIDER_AUTO] = NULL,
+    [FW_PROVIDER_CPU] = "CPUExecutionProvider",
+    [FW_PROVIDER_CUDA] = "CUDAExecutionProvider",
+    [FW_PROVIDER_TENSORRT] = "TensorrtExecutionProvider",
+    [FW_PROVIDER_DML] = "DmlExecutionProvider",
+    [FW_PROVIDER_ROCM] = "ROCMExecutionProvider",
+    [FW_PROVIDER_MIGRAPHX] = "MIGraphXExecutionProvider",
+    [FW_PROVIDER_COREML] = "CoreMLExecutionProvider",
+    [FW_PROVIDER_OPENVINO] = "OpenVINOExecutionProvider",
+};
+
+int fw_provider_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < FW_PROVIDER__COUNT; i++)
+        if (strcasecmp(name, provider_names[i]) == 0)
+            return i;
+    if (strcasecmp(name, "directml") == 0)
+        return FW_PROVIDER_DML;
+    if (strcasecmp(name, "trt") == 0)
+        return FW_PROVIDER_TENSORRT;
+    return -1;
+}
+
+const char *fw_provider_name(fw_provider p)
+{
+    if ((unsigned)p >= FW_PROVIDER__COUNT)
+        return "unknown";
+    return provider_names[p];
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* process-wide environment                                                             */
+
+static const OrtApi *g_api;
+static OrtEnv *g_env;
+static char g_init_error[FW_ERROR_MESSAGE_MAX];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* Providers this build reports, as our names (static strings) or, for providers we do not
+ * know, ORT's own name copied into g_avail_other. Filled once with the environment. */
+#define MAX_AVAIL 24
+static const char *g_avail[MAX_AVAIL];
+static char g_avail_other[MAX_AVAIL][64];
+static size_t g_n_avail;
+static int g_avail_mask; /* bit per fw_provider */
+
+/* ORT's log lines go through our logger; quotes and newlines are replaced so that the
+ * message stays one logfmt field. */
+static void ort_log(void *param, OrtLoggingLevel severity, const char *category, const char *logid,
+                    const char *code_location, const char *message)
+{
+    (void)param;
+    (void)logid;
+    (void)code_location;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", message ? message : "");
+    for (char *c = buf; *c; c++)
+        if (*c == '"' || *c == '\n' || *c == '\r')
+            *c = *c == '"' ? '\'' : ' ';
+    fw_log_level lvl = severity >= ORT_LOGGING_LEVEL_ERROR     ? FW_LOG_ERROR
+                       : severity == ORT_LOGGING_LEVEL_WARNING ? FW_LOG_WARN
+                       : severity == ORT_LOGGING_LEVEL_INFO    ? FW_LOG_INFO
+                                                               : FW_LOG_DEBUG;
+    fw_log(lvl, MOD, "onnxruntime", "category=%s detail=\"%s\"", category ? category : "-", buf);
+}
+
+static void read_available(void)
+{
+    char **list = NULL;
+    int n = 0;
+    OrtStatus *st = g_api->GetAvailableProviders(&list, &n);
+    if (st) {
+        FW_WARN(MOD, "GetAvailableProviders failed", "error=\"%s\"", g_api->GetErrorMessage(st));
+        g_api->ReleaseStatus(st);
+        return;
+    }
+    for (int i = 0; i < n && g_n_avail < MAX_AVAIL; i++) {
+        const char *name = NULL;
+        for (int p = FW_PROVIDER_CPU; p < FW_PROVIDER__COUNT; p++)
+            if (strcmp(list[i], provider_ort_names[p]) == 0) {
+                name = provider_names[p];
+                g_avail_mask |= 1 << p;
+            }
+        if (!name) {
+            snprintf(g_avail_other[g_n_avail], sizeof g_avail_other[0], "%s", list[i]);
+            name = g_avail_other[g_n_avail];
+        }
+        g_avail[g_n_avail++] = name;
+    }
+    st = g_api->ReleaseAvailableProviders(list, n);
+    if (st)
+        g_api->ReleaseStatus(st);
+}
+
+static void init_once(void)
+{
+    const OrtApiBase *base = OrtGetApiBase();
+    g_api = base ? base->GetApi(ORT_API_VERSION) : NULL;
+    if (!g_api) {
+        snprintf(g_init_error, sizeof g_init_error,
+                 "the ONNX Runtime library (%s) does not provide C API version %d",
+                 base ? base->GetVersionString() : "?", ORT_API_VERSION);
+        return;
+    }
+    OrtStatus *st = g_api->CreateEnvWithCustomLogger(ort_log, NULL, ORT_LOGGING_LEVEL_WARNING,
+                                                     "facework", &g_env);
+    if (st) {
+        snprintf(g_init_error, sizeof g_init_error, "cannot create the ONNX Runtime env: %s",
+                 g_api->GetErrorMessage(st));
+        g_api->ReleaseStatus(st);
+        g_env = NULL;
+        return;
+    }
+    read_available();
+}
+
+static fw_err ensure_env(fw_error *err)
+{
+    pthread_once(&g_once, init_once);
+    if (!g_env)
+        return fw_error_set(err, FW_ERR_INTERNAL, "%s", g_init_error);
+    return FW_OK;
+}
+
+size_t fw_ort_available_providers(const char **names, size_t cap)
+{
+    if (ensure_env(NULL))
+        return 0;
+    size_t n = 0;
+    for (; n < g_n_avail && n < cap; n++)
+        names[n] = g_avail[n];
+    return n;
+}
+
+const char *fw_ort_version(void)
+{
+    const OrtApiBase *base = OrtGetApiBase();
+    return base ? base->GetVersionString() : "unknown";
+}
+
+static int provider_in_build(fw_provider p)
+{
+    return (g_avail_mask >> p) & 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* the model                                                                            */
+
+struct fw_model {
+    OrtSession *session;
+    OrtMemoryInfo *cpu_mem;
+    fw_provider provider;
+    fw_model_info info;
+    const char *in_names[4];
+    const char *out_names[FW_MAX_OUTPUTS];
+};
+
+/* Copies an OrtStatus's message into a buffer and releases it. ORT prefixes messages with
+ * a source location and "[ONNXRuntimeError] : 1 : FAIL : "; that is dropped so the reason
+ * fits the error message, and line breaks become spaces. */
+static void status_msg(OrtStatus *st, char *buf, size_t cap)
+{
+    const char *msg = g_api->GetErrorMessage(st);
+    const char *tag = msg ? strstr(msg, "[ONNXRuntimeError] : ") : NULL;
+    if (tag) {
+        const char *p = tag + strlen("[ONNXRuntimeError] : ");
+        for (int field = 0; field < 2; field++) { /* "<code> : <NAME> : " */
+            const char *sep = strstr(p, " : ");
+            if (!sep)
+                break;
+            p = sep + 3;
+        }
+        msg = p;
+    }
+    snprintf(buf, cap, "%s", msg ? msg : "unknown ONNX Runtime error");
+    g_api->ReleaseStatus(st);
+    for (char *c = buf; *c; c++)
+        if (*c == '\n' || *c == '\r' || *c == '"')
+            *c = *c == '"' ? '\'' : ' ';
+    for (size_t n = strlen(buf); n > 0 && buf[n - 1] == ' '; n--)
+        buf[n - 1] = '\0';
+}
+
+/* Returns code with ORT's message (prefixed by what) in err; releases st. */
+static fw_err ort_fail(OrtStatus *st, fw_err code, fw_error *err, const char *what)
+{
+    char msg[FW_ERROR_MESSAGE_MAX];
+    status_msg(st, msg, sizeof msg);
+    return fw_error_set(err, code, "%s: %s", what, msg);
+}
+
+/* Appends one provider to opts; on failure returns 0 and writes ORT's reason. */
+static int append_provider(OrtSessionOptions *so, fw_provider p, int device_id, char *why,
+                           size_t why_cap)
+{
+    OrtStatus *st = NULL;
+    char dev[16];
+    snprintf(dev, sizeof dev, "%d", device_id);
+    switch (p) {
+    case FW_PROVIDER_CUDA: {
+        OrtCUDAProviderOptionsV2 *cuda = NULL;
+        st = g_api->CreateCUDAProviderOptions(&cuda);
+        if (!st) {
+            const char *keys[] = {"device_id"};
+            const char *vals[] = {dev};
+            st = g_api->UpdateCUDAProviderOptions(cuda, keys, vals, 1);
+        }
+        if (!st)
+            st = g_api->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda);
+        if (cuda)
+            g_api->ReleaseCUDAProviderOptions(cuda);
+        break;
+    }
+    case FW_PROVIDER_TENSORRT: {
+        OrtTensorRTProviderOptionsV2 *trt = NULL;
+        st = g_api->CreateTensorRTProviderOptions(&trt);
+        if (!st) {
+            /* Engine builds take minutes: cache them when the operator names a place. */
+            const char *cache = getenv("FACEWORK_TRT_CACHE");
+            const char *keys[3] = {"device_id", "trt_engine_cache_enable", "trt_engine_cache_path"};
+            const char *vals[3] = {dev, "1", cache};
+            st = g_api->UpdateTensorRTProviderOptions(trt, keys, vals, cache && *cache ? 3 : 1);
+        }
+        if (!st)
+            st = g_api->SessionOptionsAppendExecutionProvider_TensorRT_V2(so, trt);
+        if (trt)
+            g_api->ReleaseTensorRTProviderOptions(trt);
+        break;
+    }
+    case FW_PROVIDER_ROCM: {
+        OrtROCMProviderOptions rocm;
+        memset(&rocm, 0, sizeof rocm);
+        rocm.device_id = device_id;
+        rocm.gpu_mem_limit = SIZE_MAX;
+        rocm.do_copy_in_default_stream = 1;
+        st = g_api->SessionOptionsAppendExecutionProvider_ROCM(so, &rocm);
+        break;
+    }
+    case FW_PROVIDER_MIGRAPHX: {
+        OrtMIGraphXProviderOptions mgx;
+        memset(&mgx, 0, sizeof mgx);
+        mgx.device_id = device_id;
+        mgx.migraphx_mem_limit = SIZE_MAX;
+        st = g_api->SessionOptionsAppendExecutionProvider_MIGraphX(so, &mgx);
+        break;
+    }
+    case FW_PROVIDER_DML: {
+        /* DirectML wants sequential execution without memory patterns. */
+        st = g_api->DisableMemPattern(so);
+        if (!st)
+            st = g_api->SetSessionExecutionMode(so, ORT_SEQUENTIAL);
+        const char *keys[] = {"device_id"};
+        const char *vals[] = {dev};
+        if (!st)
+            st = g_api->SessionOptionsAppendExecutionProvider(so, "DML", keys, vals, 1);
+        break;
+    }
+    case FW_PROVIDER_COREML:
+        st = g_api->SessionOptionsAppendExecutionProvider(so, "CoreML", NULL, NULL, 0);
+        break;
+    case FW_PROVIDER_OPENVINO:
+        st = g_api->SessionOptionsAppendExecutionProvider_OpenVINO_V2(so, NULL, NULL, 0);
+        break;
+    case FW_PROVIDER_CPU:
+        return 1;
+    default:
+        snprintf(why, why_cap, "unknown provider");
+        return 0;
+    }
+    if (st) {
+        status_msg(st, why, why_cap);
+        return 0;
+    }
+    return 1;
+}
+
+static fw_err make_options(const fw_session_opts *opts, OrtSessionOptions **out, fw_error *err)
+{
+    OrtSessionOptions *so = NULL;
+    OrtStatus *st = g_api->CreateSessionOptions(&so);
+    if (st)
+        return ort_fail(st, FW_ERR_INTERNAL, err, "CreateSessionOptions");
+    st = g_api->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL);
+    if (!st && opts->threads > 0)
+        st = g_api->SetIntraOpNumThreads(so, opts->threads);
+    if (st) {
+        g_api->ReleaseSessionOptions(so);
+        return ort_fail(st, FW_ERR_INVALID_ARGUMENT, err, "session options");
+    }
+    *out = so;
+    return FW_OK;
+}
+
+/* Creates a session for path with provider p appended (CPU: none). Returns FW_OK, or
+ * FW_ERR_PROVIDER when the provider could not be appended (why = ORT's reason), or
+ * FW_ERR_MODEL when the session could not be created (why = ORT's reason). */
+static fw_err try_session(const char *path, const fw_session_opts *opts, fw_provider p,
+                          OrtSession **out, char *why, size_t why_cap, fw_error *err)
+{
+    OrtSessionOptions *so = NULL;
+    fw_err rc = make_options(opts, &so, err);
+    if (rc)
+        return rc;
+    if (!append_provider(so, p, opts->device_id, why, why_cap)) {
+        g_api->ReleaseSessionOptions(so);
+        return FW_ERR_PROVIDER;
+    }
+    /* Nodes TensorRT cannot take go to CUDA rather than the CPU when CUDA is there. */
+    if (p == FW_PROVIDER_TENSORRT && provider_in_build(FW_PROVIDER_CUDA)) {
+        char cuda_why[FW_ERROR_MESSAGE_MAX];
+        if (!append_provider(so, FW_PROVIDER_CUDA, opts->device_id, cuda_why, sizeof cuda_why))
+            FW_INFO(MOD, "no cuda fallback for tensorrt", "reason=\"%s\"", cuda_why);
+    }
+    OrtStatus *st = g_api->CreateSession(g_env, path, so, out);
+    g_api->ReleaseSessionOptions(so);
+    if (st) {
+        *out = NULL;
+        status_msg(st, why, why_cap);
+        return FW_ERR_MODEL;
+    }
+    return FW_OK;
+}
+
+/* Reads a tensor type's shape into s (symbolic dims: -1); non-tensors get rank 0. */
+static fw_err read_shape(OrtTypeInfo *ti, fw_shape *s, const char *name, fw_error *err)
+{
+    memset(s, 0, sizeof *s);
+    const OrtTensorTypeAndShapeInfo *tsi = NULL;
+    OrtStatus *st = g_api->CastTypeInfoToTensorInfo(ti, &tsi);
+    if (st)
+        return ort_fail(st, FW_ERR_MODEL, err, name);
+    if (!tsi)
+        return FW_OK; /* a sequence or map: no shape */
+    size_t rank = 0;
+    st = g_api->GetDimensionsCount(tsi, &rank);
+    if (st)
+        return ort_fail(st, FW_ERR_MODEL, err, name);
+    if (rank > FW_MAX_RANK)
+        return fw_error_set(err, FW_ERR_MODEL, "%s: rank %zu is over %d", name, rank, FW_MAX_RANK);
+    st = g_api->GetDimensions(tsi, s->dims, rank);
+    if (st)
+        return ort_fail(st, FW_ERR_MODEL, err, name);
+    s->rank = (int)rank;
+    for (size_t i = 0; i < rank; i++)
+        if (s->dims[i] < 0)
+            s->dims[i] = -1;
+    return FW_OK;
+}
+
+/* Fills m->info from the session: names and shapes of every input and output. */
+static fw_err read_info(fw_model *m, fw_error *err)
+{
+    OrtAllocator *alloc = NULL;
+    OrtStatus *st = g_api->GetAllocatorWithDefaultOptions(&alloc);
+    if (st)
+        return ort_fail(st, FW_ERR_INTERNAL, err, "GetAllocatorWithDefaultOptions");
+    fw_model_info *info = &m->info;
+    size_t n_in = 0, n_out = 0;
+    st = g_api->SessionGetInputCount(m->session, &n_in);
+    if (!st)
+        st = g_api->SessionGetOutputCount(m->session, &n_out);
+    if (st)
+        return ort_fail(st, FW_ERR_MODEL, err, "input/output count");
+    if (n_in < 1 || n_in > 4)
+        return fw_error_set(err, FW_ERR_MODEL, "%s: %zu inputs (1 to 4 supported)", info->path,
+                            n_in);
+    if (n_out < 1 || n_out > FW_MAX_OUTPUTS)
+        return fw_error_set(err, FW_ERR_MODEL, "%s: %zu outputs (1 to %d supported)", info->path,
+                            n_out, FW_MAX_OUTPUTS);
+    info->n_inputs = n_in;
+    info->n_outputs = n_out;
+    for (int io = 0; io < 2; io++) {
+        size_t n = io ? n_out : n_in;
+        for (size_t i = 0; i < n; i++) {
+            char *name = NULL;
+            st = io ? g_api->SessionGetOutputName(m->session, i, alloc, &name)
+                    : g_api->SessionGetInputName(m->session, i, alloc, &name);
+            if (st)
+                return ort_fail(st, FW_ERR_MODEL, err, "tensor name");
+            char *dst = io ? info->output_names[i] : info->input_names[i];
+            size_t len = strlen(name);
+            if (len < FW_NAME_MAX)
+                memcpy(dst, name, len + 1);
+            st = g_api->AllocatorFree(alloc, name);
+            if (st)
+                g_api->ReleaseStatus(st);
+            if (len >= FW_NAME_MAX)
+                return fw_error_set(err, FW_ERR_MODEL, "%s: a tensor name is over %d bytes",
+                                    info->path, FW_NAME_MAX - 1);
+            OrtTypeInfo *ti = NULL;
+            st = io ? g_api->SessionGetOutputTypeInfo(m->session, i, &ti)
+                    : g_api->SessionGetInputTypeInfo(m->session, i, &ti);
+            if (st)
+                return ort_fail(st, FW_ERR_MODEL, err, dst);
+            fw_err rc = read_shape(ti, io ? &info->outputs[i] : &info->inputs[i], dst, err);
+            g_api->ReleaseTypeInfo(ti);
+            if (rc)
+                return rc;
+            if (io)
+                m->out_names[i] = dst;
+            else
+                m->in_names[i] = dst;
+        }
+    }
+    return FW_OK;
+}
+
+/* The providers AUTO tries, best first; CPU is the fallback after them. */
+static const fw_provider auto_order[] = {
+    FW_PROVIDER_TENSORRT, FW_PROVIDER_CUDA,   FW_PROVIDER_ROCM,     FW_PROVIDER_MIGRAPHX,
+    FW_PROVIDER_DML,      FW_PROVIDER_COREML, FW_PROVIDER_OPENVINO,
+};
+
+static int trt_enabled(void)
+{
+    const char *v = getenv("FACEWORK_TRT");
+    return v && strcmp(v, "1") == 0;
+}
+
+/* Providers whose AUTO fallback was already logged at info level: once per process is
+ * enough; later models log it at debug level. */
+static atomic_uint auto_skip_logged;
+
+/* AUTO: the first provider that appends and creates a session wins; CPU last. */
+static fw_err open_auto(fw_model *m, const fw_session_opts *opts, fw_error *err)
+{
+    const char *path = m->info.path;
+    char why[FW_ERROR_MESSAGE_MAX];
+    for (size_t i = 0; i < sizeof auto_order / sizeof auto_order[0]; i++) {
+        fw_provider p = auto_order[i];
+        const char *name = fw_provider_name(p);
+        if (!provider_in_build(p)) {
+            FW_DEBUG(MOD, "provider skipped", "provider=%s reason=\"not in this build\"", name);
+            continue;
+        }
+        if (p == FW_PROVIDER_TENSORRT && !trt_enabled()) {
+            FW_DEBUG(MOD, "provider skipped",
+                    "provider=%s reason=\"only when requested or FACEWORK_TRT=1\"", name);
+            continue;
+        }
+        fw_err rc = try_session(path, opts, p, &m->session, why, sizeof why, err);
+        if (rc == FW_OK) {
+            m->provider = p;
+            return FW_OK;
+        }
+        if (rc != FW_ERR_PROVIDER && rc != FW_ERR_MODEL)
+            return rc;
+        unsigned bit = 1u << p;
+        fw_log(atomic_fetch_or(&auto_skip_logged, bit) & bit ? FW_LOG_DEBUG : FW_LOG_INFO, MOD,
+               "provider skipped, falling back", "provider=%s reason=\"%s failed: %s\"", name,
+               rc == FW_ERR_PROVIDER ? "append" : "session", why);
+    }
+    fw_err rc = try_session(path, opts, FW_PROVIDER_CPU, &m->session, why, sizeof why, err);
+    if (rc == FW_ERR_MODEL)
+        return fw_error_set(err, FW_ERR_MODEL, "%s: %s", path, why);
+    if (rc == FW_OK)
+        m->provider = FW_PROVIDER_CPU;
+    return rc;
+}
+
+/* An explicit provider: it starts or the load fails (no silent fallback). */
+static fw_err open_explicit(fw_model *m, const fw_session_opts *opts, fw_error *err)
+{
+    const char *path = m->info.path;
+    const fw_provider p = opts->provider;
+    const char *name = fw_provider_name(p);
+    char why[FW_ERROR_MESSAGE_MAX];
+    if (p != FW_PROVIDER_CPU && !provider_in_build(p)) {
+        char avail[160] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < g_n_avail && off < sizeof avail; i++)
+            off +=
+                (size_t)snprintf(avail + off, sizeof avail - off, "%s%s", i ? "," : "", g_avail[i]);
+        return fw_error_set(err, FW_ERR_PROVIDER,
+                            "execution provider %s is not in this ONNX Runtime build "
+                            "(available: %s)",
+                            name, avail);
+    }
+    fw_err rc = try_session(path, opts, p, &m->session, why, sizeof why, err);
+    if (rc == FW_OK) {
+        m->provider = p;
+        return FW_OK;
+    }
+    if (rc == FW_ERR_PROVIDER)
+        return fw_error_set(err, FW_ERR_PROVIDER, "execution provider %s failed to start: %s", name,
+                            why);
+    if (rc != FW_ERR_MODEL || p == FW_PROVIDER_CPU)
+        return rc == FW_ERR_MODEL ? fw_error_set(err, FW_ERR_MODEL, "%s: %s", path, why) : rc;
+    /* The session failed on the provider: blame the model only when the CPU fails too. */
+    char cpu_why[FW_ERROR_MESSAGE_MAX];
+    OrtSession *probe = NULL;
+    fw_err cpu_rc = try_session(path, opts, FW_PROVIDER_CPU, &probe, cpu_why, sizeof cpu_why, err);
+    if (probe)
+        g_api->ReleaseSession(probe);
+    if (cpu_rc == FW_ERR_MODEL)
+        return fw_error_set(err, FW_ERR_MODEL, "%s: %s", path, cpu_why);
+    return fw_error_set(err, FW_ERR_PROVIDER, "execution provider %s cannot run %s: %s", name, path,
+                        why);
+}
+
+fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **out, fw_error *err)
+{
+    if (!out)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fw_model_load: out is NULL");
+    *out = NULL;
+    if (!path || !*path)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fw_model_load: no path");
+    fw_session_opts defaults = {.provider = FW_PROVIDER_AUTO};
+    if (!opts)
+        opts = &defaults;
+    if ((unsigned)opts->provider >= FW_PROVIDER__COUNT || opts->threads < 0 || opts->device_id < 0)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fw_model_load: bad session options");
+    if (strlen(path) >= sizeof((fw_model_info *)0)->path)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "model path too long");
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return fw_error_set(err, errno == ENOENT ? FW_ERR_NOT_FOUND : FW_ERR_IO, "%s: %s", path,
+                            strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return fw_error_set(err, FW_ERR_MODEL, "%s: not a regular file", path);
+    fw_err rc = ensure_env(err);
+    if (rc)
+        return rc;
+
+    fw_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    snprintf(m->info.path, sizeof m->info.path, "%s", path);
+    rc = opts->provider == FW_PROVIDER_AUTO ? open_auto(m, opts, err) : open_explicit(m, opts, err);
+    if (!rc) {
+        OrtStatus *st =
+            g_api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &m->cpu_mem);
+        rc = st ? ort_fail(st, FW_ERR_INTERNAL, err, "CreateCpuMemoryInfo") : FW_OK;
+    }
+    if (!rc)
+        rc = read_info(m, err);
+    if (rc) {
+        fw_model_free(m);
+        return rc;
+    }
+    FW_DEBUG(MOD, "model loaded", "path=\"%s\" provider=%s inputs=%zu outputs=%zu", path,
+             fw_provider_name(m->provider), m->info.n_inputs, m->info.n_outputs);
+    *out = m;
+    return FW_OK;
+}
+
+void fw_model_free(fw_model *m)
+{
+    if (!m)
+        return;
+    if (m->session)
+        g_api->ReleaseSession(m->session);
+    if (m->cpu_mem)
+        g_api->ReleaseMemoryInfo(m->cpu_mem);
+    free(m);
+}
+
+const fw_model_info *fw_model_get_info(const fw_model *m)
+{
+    return m ? &m->info : NULL;
+}
+
+const char *fw_model_provider(const fw_model *m)
+{
+    return m ? fw_provider_name(m->provider) : "none";
+}
+
+void fw_tensor_clear(fw_tensor *t)
+{
+    if (!t)
+        return;
+    free(t->data);
+    memset(t, 0, sizeof *t);
+}
+
+/* Copies one float32 output into t. */
+static fw_err take_output(OrtValue *v, const char *name, fw_tensor *t, fw_error *err)
+{
+    if (!v)
+        return fw_error_set(err, FW_ERR_INFERENCE, "output %s: no value", name);
+    OrtTensorTypeAndShapeInfo *tsi = NULL;
+    OrtStatus *st = g_api->GetTensorTypeAndShape(v, &tsi);
+    if (st)
+        return ort_fail(st, FW_ERR_MODEL, err, name);
+    ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    size_t rank = 0, count = 0;
+    fw_err rc = FW_OK;
+    st = g_api->GetTensorElementType(tsi, &type);
+    if (!st)
+        st = g_api->GetDimensionsCount(tsi, &rank);
+    if (!st && rank <= FW_MAX_RANK)
+        st = g_api->GetDimensions(tsi, t->shape.dims, rank);
+    if (!st)
+        st = g_api->GetTensorShapeElementCount(tsi, &count);
+    g_api->ReleaseTensorTypeAndShapeInfo(tsi);
+    if (st)
+        return ort_fail(st, FW_ERR_INFERENCE, err, name);
+    if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return fw_error_set(err, FW_ERR_MODEL, "output %s is not float32 (ONNX type %d)", name,
+                            (int)type);
+    if (rank > FW_MAX_RANK)
+        return fw_error_set(err, FW_ERR_MODEL, "output %s: rank %zu is over %d", name, rank,
+                            FW_MAX_RANK);
+    t->shape.rank = (int)rank;
+    t->count = count;
+    if (count) {
+        void *src = NULL;
+        st = g_api->GetTensorMutableData(v, &src);
+        if (st)
+            return ort_fail(st, FW_ERR_INFERENCE, err, name);
+        t->data = malloc(count * sizeof(float));
+        if (!t->data)
+            return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+        memcpy(t->data, src, count * sizeof(float));
+    }
+    return rc;
+}
+
+fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_tensor *outs,
+                    fw_error *err)
+{
+    if (!m || !input || !shape || !outs)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fw_model_run: NULL argument");
+    const fw_model_info *info = &m->info;
+    if (info->n_inputs != 1)
+        return fw_error_set(err, FW_ERR_MODEL, "%s has %zu inputs; one is supported", info->path,
+                            info->n_inputs);
+    const fw_shape *want = &info->inputs[0];
+    if (shape->rank != want->rank || shape->rank < 1)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "input rank %d, the model wants %d",
+                            shape->rank, want->rank);
+    size_t count = 1;
+    for (int i = 0; i < shape->rank; i++) {
+        if (shape->dims[i] <= 0 || (want->dims[i] > 0 && shape->dims[i] != want->dims[i]))
+            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                                "input dim %d is %lld, the model wants %lld", i,
+                                (long long)shape->dims[i], (long long)want->dims[i]);
+        count *= (size_t)shape->dims[i];
+    }
+    for (size_t i = 0; i < info->n_outputs; i++)
+        memset(&outs[i], 0, sizeof outs[i]);
+
+    OrtValue *in = NULL;
+    OrtStatus *st = g_api->CreateTensorWithDataAsOrtValue(
+        m->cpu_mem, (void *)input, count * sizeof(float), shape->dims, (size_t)shape->rank,
+        ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &in);
+    if (st)
+        return ort_fail(st, FW_ERR_INFERENCE, err, "input tensor");
+    OrtValue *res[FW_MAX_OUTPUTS] = {0};
+    const OrtValue *ins[1] = {in};
+    st = g_api->Run(m->session, NULL, m->in_names, ins, 1, m->out_names, info->n_outputs, res);
+    g_api->ReleaseValue(in);
+    fw_err rc = st ? ort_fail(st, FW_ERR_INFERENCE, err, "Run") : FW_OK;
+    for (size_t i = 0; i < info->n_outputs; i++) {
+        if (!rc)
+            rc = take_output(res[i], m->out_names[i], &outs[i], err);
+        if (res[i])
+            g_api->ReleaseValue(res[i]);
+    }
+    if (rc)
+        for (size_t i = 0; i < info->n_outputs; i++)
+            fw_tensor_clear(&outs[i]);
+    return rc;
+}
