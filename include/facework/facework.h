@@ -110,6 +110,12 @@ const char *fw_engine_provider(const fw_engine *eng, fw_role role);
 const char *fw_engine_models_dir(const fw_engine *eng);
 const char *fw_engine_pack_name(const fw_engine *eng);
 
+/* A JSON description of the loaded pack: name, directory, and per role the model file,
+ * kind, input and output shapes and the provider in use; plus the ONNX Runtime version
+ * and the providers it offers. Returns a malloc'd NUL-terminated string (caller frees) or
+ * NULL on allocation failure. */
+char *fw_engine_describe_json(const fw_engine *eng);
+
 /* Frees what a result owns and zeroes it. NULL is a no-op. */
 void fw_result_clear(fw_result *res);
 

@@ -1,0 +1,290 @@
+/* In-process benchmark of the face pipeline against the bare models.
+ *
+ * For each image set (the six public group photos as shipped, 2.5-3 MP, and the same
+ * photos re-encoded at 1440 px wide, 1.4-1.7 MP) it measures, in one
+ * run and on the same inputs and thread count:
+ *   - the pipeline (decode -> detect -> landmarks -> align -> embed), one image per call,
+ *     with wall time split into decode / preprocess / inference / postprocess;
+ *   - the bare ONNX Runtime run time of the same models on the same tensors, in the same
+ *     call pattern (detector batch 1, landmarks and embedder batched per image).
+ * Overhead = (pipeline wall - bare inference) / bare inference: the goal is <= 15%.
+ *
+ * usage: fw_bench [--models DIR] [--photos DIR] [--threads N] [--rounds R] [--batch B]
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <turbojpeg.h>
+
+#include "core/align.h"
+#include "core/landmark.h"
+#include "core/pack.h"
+#include "core/pipeline.h"
+#include "core/preprocess.h"
+#include "facework/facework.h"
+
+#define N_PHOTOS 6
+
+typedef struct image_set {
+    const char *name;
+    fw_blob blobs[N_PHOTOS];
+    uint8_t *owned[N_PHOTOS];
+    double megapixels;
+} image_set;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what, const fw_error *e)
+{
+    fprintf(stderr, "fw_bench: %s: %s\n", what, e ? e->message : "failed");
+    exit(1);
+}
+
+/* Re-encodes img scaled to width w (bilinear) at JPEG quality 90. */
+static uint8_t *reencode(const fw_image *img, int w, size_t *len)
+{
+    float s = (float)w / (float)img->width;
+    int h = (int)lroundf(img->height * s);
+    fw_image *dst = fw_image_new(w, h);
+    if (!dst)
+        die("alloc", NULL);
+    float M[2][3] = {{s, 0, 0.5f * s - 0.5f}, {0, s, 0.5f * s - 0.5f}};
+    fw_warp_affine(img, M, dst->pixels, w, h);
+    tjhandle t = tjInitCompress();
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    if (!t || tjCompress2(t, dst->pixels, w, w * 3, h, TJPF_RGB, &buf, &n, TJSAMP_420, 90, 0))
+        die("jpeg encode", NULL);
+    tjDestroy(t);
+    fw_image_free(dst);
+    uint8_t *out = malloc(n);
+    if (!out)
+        die("alloc", NULL);
+    memcpy(out, buf, n);
+    tjFree(buf);
+    *len = n;
+    return out;
+}
+
+static void load_sets(const char *dir, image_set *native, image_set *small)
+{
+    native->name = "native 2.5-3.0 MP";
+    small->name = "1440 px wide";
+    native->megapixels = small->megapixels = 0;
+    for (int i = 0; i < N_PHOTOS; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/sample%d.jpg", dir, i + 1);
+        size_t len;
+        fw_error e;
+        if (fw_read_file(path, 0, &native->owned[i], &len, &e))
+            die(path, &e);
+        native->blobs[i] = (fw_blob){native->owned[i], len};
+        fw_image *img;
+        if (fw_image_decode(native->owned[i], len, NULL, &img, &e))
+            die(path, &e);
+        native->megapixels += img->width * (double)img->height / 1e6 / N_PHOTOS;
+        small->owned[i] = reencode(img, 1440, &len);
+        small->blobs[i] = (fw_blob){small->owned[i], len};
+        small->megapixels += 1440.0 * (1440.0 * img->height / img->width) / 1e6 / N_PHOTOS;
+        fw_image_free(img);
+    }
+}
+
+/* Captured model inputs for one image, to time the bare models on. */
+typedef struct captured {
+    float *det;
+    size_t n_faces;
+    float *lmk;
+    float *emb;
+} captured;
+
+static void capture(fw_engine *eng, const fw_blob *b, captured *c)
+{
+    const fw_pack *p = fw__engine_pack(eng);
+    fw_item it;
+    fw_item_init(&it, b->data, b->len);
+    fw_item *ptr = &it;
+    fw_error e;
+    if (fw_pipeline_decode(eng, &it, NULL) || fw_pipeline_detect(eng, &ptr, 1, NULL, NULL, &e))
+        die("capture", &e);
+    const fw_pack_model *det = &p->detector;
+    c->det = malloc(sizeof(float) * 3 * (size_t)det->input_w * det->input_h);
+    fw_pre_resize_chw(it.img, det->input_w, det->input_h, det->norm.mean, det->norm.std, c->det);
+    c->n_faces = it.n_dets;
+    const size_t lper = FW_LMK68_SIZE * FW_LMK68_SIZE;
+    c->lmk = malloc(sizeof(float) * lper * (it.n_dets ? it.n_dets : 1));
+    float sx = (float)it.img->width / it.orig_w, sy = (float)it.img->height / it.orig_h;
+    for (size_t k = 0; k < it.n_dets; k++) {
+        const float *bx = it.dets[k].box;
+        float box[4] = {bx[0] * sx, bx[1] * sy, bx[2] * sx, bx[3] * sy}, crop[4];
+        fw_lmk68_prepare(it.img, box, c->lmk + k * lper, crop);
+    }
+    size_t eper = fw_pipeline_embed_input_size(eng);
+    c->emb = malloc(sizeof(float) * eper * (it.n_dets ? it.n_dets : 1));
+    if (fw_pipeline_embed_prepare(eng, &it, c->emb, NULL, &e))
+        die("capture", &e);
+    fw_item_clear(&it);
+}
+
+static void run_model(fw_model *m, const float *in, size_t n, int c, int h, int w)
+{
+    fw_shape s = {.rank = 4, .dims = {(int64_t)n, c, h, w}};
+    fw_tensor outs[FW_MAX_OUTPUTS] = {0};
+    fw_error e;
+    if (fw_model_run(m, in, &s, outs, &e))
+        die("bare run", &e);
+    for (size_t i = 0; i < fw_model_get_info(m)->n_outputs; i++)
+        fw_tensor_clear(&outs[i]);
+}
+
+/* Seconds for `rounds` passes of the bare models over the captured inputs. */
+static double bare_time(fw_engine *eng, captured *cap, int rounds)
+{
+    const fw_pack *p = fw__engine_pack(eng);
+    const fw_pack_model *det = &p->detector, *lmk = &p->landmarks, *emb = &p->embedder;
+    double t0 = now_s();
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < N_PHOTOS; i++) {
+            run_model(det->model, cap[i].det, 1, 3, det->input_h, det->input_w);
+            if (!cap[i].n_faces)
+                continue;
+            if (p->has_landmarks)
+                run_model(lmk->model, cap[i].lmk, cap[i].n_faces, 1, FW_LMK68_SIZE,
+                          FW_LMK68_SIZE);
+            run_model(emb->model, cap[i].emb, cap[i].n_faces, 3, emb->input_h, emb->input_w);
+        }
+    return now_s() - t0;
+}
+
+static double pipeline_time(fw_engine *eng, const image_set *set, int rounds, int batch,
+                            fw_stage_times *st)
+{
+    fw_result res[N_PHOTOS];
+    fw_error e;
+    double t0 = now_s();
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < N_PHOTOS; i += batch) {
+            int n = N_PHOTOS - i < batch ? N_PHOTOS - i : batch;
+            if (fw_pipeline_analyze(eng, set->blobs + i, (size_t)n, NULL, res, st, &e))
+                die("analyze", &e);
+            for (int k = 0; k < n; k++)
+                fw_result_clear(&res[k]);
+        }
+    return now_s() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    const char *models = NULL, *photos = NULL;
+    int threads = 1, rounds = 10, batch = 1, repeats = 5;
+    static const struct option longopts[] = {
+        {"models", required_argument, 0, 'm'}, {"photos", required_argument, 0, 'p'},
+        {"threads", required_argument, 0, 't'}, {"rounds", required_argument, 0, 'r'},
+        {"batch", required_argument, 0, 'b'},   {"repeats", required_argument, 0, 'n'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': models = optarg; break;
+        case 'p': photos = optarg; break;
+        case 't': threads = atoi(optarg); break;
+        case 'r': rounds = atoi(optarg); break;
+        case 'b': batch = atoi(optarg); break;
+        case 'n': repeats = atoi(optarg); break;
+        default: return 2;
+        }
+    }
+    if (!photos)
+        photos = getenv("FW_PHOTOS_DIR");
+    if (!photos)
+        photos = FW_SOURCE_DIR "/.deps/photos";
+    if (batch < 1 || batch > N_PHOTOS || rounds < 1 || repeats < 1) {
+        fprintf(stderr, "fw_bench: bad --batch/--rounds/--repeats\n");
+        return 2;
+    }
+    fw_engine_config cfg;
+    fw_engine_config_init(&cfg);
+    cfg.models_dir = models;
+    cfg.threads = threads;
+    fw_engine *eng;
+    fw_error e;
+    if (fw_engine_new(&cfg, &eng, &e))
+        die("engine", &e);
+
+    image_set sets[2];
+    load_sets(photos, &sets[0], &sets[1]);
+    printf("## in-process pipeline vs bare models (threads=%d, batch=%d, %d rounds x %d "
+           "images, median of %d)\n\n",
+           threads, batch, rounds, N_PHOTOS, repeats);
+    printf("| image set | MP | pipeline img/s | bare-model img/s | decode ms | preprocess ms | "
+           "inference ms | postprocess ms | other ms | non-inference / bare inference |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int s = 0; s < 2; s++) {
+        captured cap[N_PHOTOS];
+        for (int i = 0; i < N_PHOTOS; i++)
+            capture(eng, &sets[s].blobs[i], &cap[i]);
+        pipeline_time(eng, &sets[s], 1, batch, NULL); /* warm-up */
+        bare_time(eng, cap, 1);
+        double wall[16], bare[16], ratio[16];
+        fw_stage_times st_med, sts[16];
+        if (repeats > 16)
+            repeats = 16;
+        for (int r = 0; r < repeats; r++) {
+            /* interleave the two measurements so drift hits both alike */
+            memset(&sts[r], 0, sizeof sts[r]);
+            wall[r] = pipeline_time(eng, &sets[s], rounds, batch, &sts[r]);
+            bare[r] = bare_time(eng, cap, rounds);
+            ratio[r] = (wall[r] - bare[r]) / bare[r];
+        }
+        double sw[16], sb[16], sr[16];
+        memcpy(sw, wall, sizeof wall);
+        memcpy(sb, bare, sizeof bare);
+        memcpy(sr, ratio, sizeof ratio);
+        qsort(sw, (size_t)repeats, sizeof(double), cmp_double);
+        qsort(sb, (size_t)repeats, sizeof(double), cmp_double);
+        qsort(sr, (size_t)repeats, sizeof(double), cmp_double);
+        /* stage split from the repeat whose wall time is the median */
+        int mi = 0;
+        for (int r = 0; r < repeats; r++)
+            if (wall[r] == sw[repeats / 2])
+                mi = r;
+        st_med = sts[mi];
+        double n_img = (double)rounds * N_PHOTOS;
+        double dec = (double)atomic_load(&st_med.decode_ns) / 1e6 / n_img;
+        double pre = (double)atomic_load(&st_med.preprocess_ns) / 1e6 / n_img;
+        double inf = (double)atomic_load(&st_med.inference_ns) / 1e6 / n_img;
+        double post = (double)atomic_load(&st_med.postprocess_ns) / 1e6 / n_img;
+        double other = wall[mi] * 1e3 / n_img - dec - pre - inf - post;
+        printf("| %s | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% |\n",
+               sets[s].name, sets[s].megapixels, n_img / sw[repeats / 2],
+               n_img / sb[repeats / 2], dec, pre, inf, post, other, 100.0 * sr[repeats / 2]);
+        for (int i = 0; i < N_PHOTOS; i++) {
+            free(cap[i].det);
+            free(cap[i].lmk);
+            free(cap[i].emb);
+        }
+    }
+    printf("\nproviders: detector=%s embedder=%s\n", fw_engine_provider(eng, FW_ROLE_DETECTOR),
+           fw_engine_provider(eng, FW_ROLE_EMBEDDER));
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N_PHOTOS; i++)
+            free(sets[s].owned[i]);
+    fw_engine_free(eng);
+    return 0;
+}

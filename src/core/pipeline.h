@@ -1,0 +1,87 @@
+/* Internal: the face pipeline broken into stages, so that the worker's batcher can run
+ * each model over items gathered from many requests. fw_engine_analyze is these stages
+ * run back to back on one call's images.
+ *
+ *   fw_item it; fw_item_init(&it, data, len);
+ *   fw_pipeline_decode(eng, &it)                 decode at the detector's scale
+ *   fw_pipeline_detect(eng, items, n, opts)      one batched detector (+ landmark) run
+ *   fw_pipeline_embed_prepare(eng, &it, chw)     align every face, write model input
+ *   fw_pipeline_embed_run(eng, chw, m, out)      one batched embedder run
+ *   fw_pipeline_finish(eng, &it, emb, opts, res) copy faces and embeddings into a result
+ */
+#ifndef FW_CORE_PIPELINE_H
+#define FW_CORE_PIPELINE_H
+
+#include <stdint.h>
+
+#include "core/detect.h"
+#include "core/pack.h"
+#include "facework/facework.h"
+
+/* Wall time spent per stage, in nanoseconds; added to by the stage functions when the
+ * caller passes one (benchmarks); may be shared by concurrent calls (atomic adds). */
+typedef struct fw_stage_times {
+    _Atomic uint64_t decode_ns, preprocess_ns, inference_ns, postprocess_ns;
+    _Atomic uint64_t images, faces, detector_runs, embedder_runs;
+} fw_stage_times;
+
+/* One image moving through the stages. Owns img, emb_img and dets. */
+typedef struct fw_item {
+    const uint8_t *data; /* encoded bytes (not owned), kept for a sharper re-decode */
+    size_t len;
+    const fw_image *src; /* already-decoded input (not owned), instead of data */
+    fw_image *img;       /* decoded at detection scale (owned) */
+    int orig_w, orig_h;  /* full-resolution size, orientation applied */
+    fw_det *dets;        /* faces in original-image pixels, sorted by score */
+    size_t n_dets;
+    fw_err status;
+    char message[FW_ERROR_MESSAGE_MAX];
+} fw_item;
+
+void fw_item_init(fw_item *it, const uint8_t *data, size_t len);
+void fw_item_init_image(fw_item *it, const fw_image *img);
+void fw_item_clear(fw_item *it);
+
+/* Decodes it->data at the scale the detector needs. Errors go to it->status/message (the
+ * return value repeats the status). */
+fw_err fw_pipeline_decode(fw_engine *eng, fw_item *it, fw_stage_times *st);
+
+/* Runs the detector (and the landmark model when the pack needs one) over every item whose
+ * status is FW_OK, in batches of at most max_batch, and fills dets (filtered by opts).
+ * Returns an error only when a model run fails; then every item is marked failed. */
+fw_err fw_pipeline_detect(fw_engine *eng, fw_item *const *items, size_t n,
+                          const fw_analyze_opts *opts, fw_stage_times *st, fw_error *err);
+
+/* Floats of embedder input per face. */
+size_t fw_pipeline_embed_input_size(const fw_engine *eng);
+
+/* Aligns every face of it (re-decoding the JPEG at a finer DCT scale when the detection
+ * image holds the faces at under 112 px and the original has more) and writes each face's
+ * embedder input into chw + i * fw_pipeline_embed_input_size(). */
+fw_err fw_pipeline_embed_prepare(fw_engine *eng, fw_item *it, float *chw, fw_stage_times *st,
+                                 fw_error *err);
+
+/* Runs the embedder on m prepared faces (in batches of at most max_batch) and writes m
+ * L2-normalised embeddings into out (m * dim). */
+fw_err fw_pipeline_embed_run(fw_engine *eng, const float *chw, size_t m, float *out,
+                             fw_stage_times *st, fw_error *err);
+
+/* Fills res from it: status, size, faces; embeddings (it->n_dets * dim floats) may be NULL.
+ * res is overwritten (clear it first if it held anything). */
+fw_err fw_pipeline_finish(const fw_engine *eng, const fw_item *it, const float *embeddings,
+                          fw_result *res);
+
+/* fw_engine_analyze with the stage times added to st (may be NULL). */
+fw_err fw_pipeline_analyze(fw_engine *eng, const fw_blob *inputs, size_t n,
+                           const fw_analyze_opts *opts, fw_result *results, fw_stage_times *st,
+                           fw_error *err);
+
+int fw_engine_max_batch(const fw_engine *eng);
+
+/* The decode limits an engine applies (bytes, pixels). */
+const fw_decode_opts *fw__engine_decode_opts(const fw_engine *eng);
+
+/* The pack an engine serves (for describing it). */
+const fw_pack *fw__engine_pack(const fw_engine *eng);
+
+#endif
