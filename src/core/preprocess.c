@@ -5,7 +5,7 @@
  * samples the source at (d + 0.5) * m / n - 0.5, clamped to [0, m - 1]. The per-column
  * taps are tabulated once per call (in fixed-size chunks, so nothing is allocated); the
  * per-row taps are computed once per row. On SSE2 targets four destination pixels are
- * produced at a time, horizontal weights quantised to 1/16384 (an error below 0.02 of a
+ * produced at a time, horizontal weights quantised to 1/16384 (an error below 0.01 of a
  * grey level); elsewhere, and at the right edge, plain float code does the same. */
 #include "core/preprocess.h"
 

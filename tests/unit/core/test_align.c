@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/align.h"
@@ -271,6 +272,52 @@ static void test_warp_outside_is_zero(void **state)
         assert_int_equal(out[i], 0);
 }
 
+/* Noise image, a rotation by 0.3 rad, scale 0.8 and a shift that puts part of the output
+ * outside the image: every pixel is within one grey level of the definition evaluated in
+ * double precision (sample at inv(M) * (x, y), bilinear, neighbours outside = 0). */
+static void test_warp_matches_reference(void **state)
+{
+    (void)state;
+    enum { W = 90, H = 70, D = 112 };
+    static uint8_t src[W * H * 3], dst[D * D * 3];
+    fill_noise(src, sizeof src, 31337);
+    fw_image img = wrap(src, W, H);
+    const double a = 0.8 * cos(0.3), b = 0.8 * sin(0.3);
+    const float M[2][3] = {{(float)a, (float)-b, 20}, {(float)b, (float)a, -10}};
+    fw_warp_affine(&img, M, dst, D, D);
+    float inv[2][3];
+    assert_int_equal(fw_affine_invert(M, inv), 0);
+    int inside = 0, outside = 0;
+    for (int y = 0; y < D; y++)
+        for (int x = 0; x < D; x++) {
+            const double sx = (double)inv[0][0] * x + (double)inv[0][1] * y + inv[0][2];
+            const double sy = (double)inv[1][0] * x + (double)inv[1][1] * y + inv[1][2];
+            const int x0 = (int)floor(sx), y0 = (int)floor(sy);
+            const double wx = sx - x0, wy = sy - y0;
+            for (int c = 0; c < 3; c++) {
+                double v = 0;
+                for (int j = 0; j < 2; j++)
+                    for (int i = 0; i < 2; i++) {
+                        const int xx = x0 + i, yy = y0 + j;
+                        if (xx < 0 || yy < 0 || xx >= W || yy >= H)
+                            continue;
+                        v += (i ? wx : 1 - wx) * (j ? wy : 1 - wy) *
+                             src[((size_t)yy * W + xx) * 3 + c];
+                    }
+                const int want = (int)floor(v + 0.5);
+                const int got = dst[((size_t)y * D + x) * 3 + c];
+                assert_true(abs(got - want) <= 1);
+            }
+            if (sx >= 0 && sy >= 0 && sx <= W - 1 && sy <= H - 1)
+                inside++;
+            else
+                outside++;
+        }
+    /* the case covers both the interior and the border / outside paths */
+    assert_true(inside > 1000);
+    assert_true(outside > 1000);
+}
+
 /* ---- fw_align_face ----------------------------------------------------------------- */
 
 /* Landmarks exactly on the template: M is the identity (to float precision) and the
@@ -369,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_warp_rotate90),
         cmocka_unit_test(test_warp_bilinear_midpoint),
         cmocka_unit_test(test_warp_outside_is_zero),
+        cmocka_unit_test(test_warp_matches_reference),
         cmocka_unit_test(test_align_face_identity),
         cmocka_unit_test(test_align_face_scaled_offset),
         cmocka_unit_test(test_align_face_degenerate),
