@@ -257,20 +257,34 @@ static const fw_image *det_image(const fw_item *it)
     return it->img ? it->img : it->src;
 }
 
-/* Smallest decoded size the detector needs from an oriented w x h image. The detector
- * input is resized from it, so 2x the input keeps the resize well sampled. */
+/* Long side below which images are decoded at full resolution: the embedder wants faces
+ * at >= template size, and re-decoding a JPEG costs more than the DCT scaling saves, so
+ * scaled decoding is kept for images much larger than that (12 MP phone photos...). */
+#define DECODE_FULL_BELOW 2048
+
+/* Smallest decoded size the detector (and, usually, the embedder) needs from an oriented
+ * w x h image: at least 2x the detector input, and the long side at least
+ * DECODE_FULL_BELOW. */
 static void detector_min_size(const fw_engine *eng, int w, int h, int *min_w, int *min_h)
 {
     const fw_pack_model *det = &eng->pack->detector;
+    int long_side = w > h ? w : h;
+    double f = (double)DECODE_FULL_BELOW / (double)(long_side > 0 ? long_side : 1);
     if (det->kind == FW_KIND_SCRFD) {
         /* letterboxed: the long side is fitted to the input */
-        double f = 2.0 * (double)(det->input_w > det->input_h ? det->input_w : det->input_h) /
-                   (double)(w > h ? w : h);
+        double g = 2.0 * (double)(det->input_w > det->input_h ? det->input_w : det->input_h) /
+                   (double)(long_side > 0 ? long_side : 1);
+        if (g > f)
+            f = g;
         *min_w = (int)ceil(w * f);
         *min_h = (int)ceil(h * f);
     } else {
-        *min_w = 2 * det->input_w;
-        *min_h = 2 * det->input_h;
+        *min_w = (int)ceil(w * f);
+        *min_h = (int)ceil(h * f);
+        if (*min_w < 2 * det->input_w)
+            *min_w = 2 * det->input_w;
+        if (*min_h < 2 * det->input_h)
+            *min_h = 2 * det->input_h;
     }
 }
 

@@ -523,13 +523,14 @@ static void test_jpeg_dct_scale(void **state)
     uint8_t *pix = make_blocks(W, H, 4, 3);
     size_t len;
     uint8_t *jpg = jpeg_encode(pix, W, H, TJPF_RGB, TJSAMP_444, 95, &len);
-    /* TurboJPEG scales by n/8: 256 -> 32 64 96 128 160 192 224 256, 192 -> 24 48 ... */
+    /* Only the SIMD scales 1/8, 1/4, 1/2 and 1 are used: 256 -> 32 64 128 256,
+     * 192 -> 24 48 96 192. */
     static const struct {
         int min_w, min_h, want_w, want_h;
     } cases[] = {
         {0, 0, 256, 192},     {1, 1, 32, 24},       {32, 24, 32, 24},   {33, 0, 64, 48},
-        {64, 48, 64, 48},     {65, 48, 96, 72},     {0, 73, 128, 96},   {100, 10, 128, 96},
-        {200, 100, 224, 168}, {256, 192, 256, 192}, {257, 1, 256, 192}, {1000, 1000, 256, 192},
+        {64, 48, 64, 48},     {65, 48, 128, 96},    {0, 73, 128, 96},   {100, 10, 128, 96},
+        {200, 100, 256, 192}, {256, 192, 256, 192}, {257, 1, 256, 192}, {1000, 1000, 256, 192},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fw_decode_opts o = {.min_width = cases[i].min_w, .min_height = cases[i].min_h};
@@ -545,7 +546,7 @@ static void test_jpeg_dct_scale(void **state)
 
     /* Orientation 6: stored 256x192, shown 192x256. min 64x100 (oriented) needs a scale f
      * with 192f >= 64 and 256f >= 100: f = 1/2 -> shown 96x128. (Ignoring the rotation
-     * would pick 5/8.) */
+     * would need 192f >= 100, i.e. f = 1.) */
     uint8_t *stored;
     int sw, sh;
     free(jpg);
@@ -564,11 +565,11 @@ static void test_jpeg_dct_scale(void **state)
     assert_int_equal(img->orig_height, 256);
     check_blocks(img, 3, 4, 16);
     fw_image_free(img);
-    /* min_width alone: 192f >= 50 -> f = 3/8 (72x96). */
-    o = (fw_decode_opts){.min_width = 50};
+    /* min_width alone: 192f >= 40 -> f = 1/4 (48x64). */
+    o = (fw_decode_opts){.min_width = 40};
     img = decode_ok(jpg, elen, &o);
-    assert_int_equal(img->width, 72);
-    assert_int_equal(img->height, 96);
+    assert_int_equal(img->width, 48);
+    assert_int_equal(img->height, 64);
     fw_image_free(img);
     free(jpg);
     free(plain);
