@@ -25,10 +25,13 @@ build-asan: setup
 run: build
 	./$(BUILD)/facework worker
 
-# Whole suite: the release build, then every test again under ASan+UBSan.
+# Whole suite: the release build, then every test again under ASan+UBSan, then each
+# libFuzzer harness for a few seconds.
+FUZZ_SECONDS ?= 10
 test: build build-asan
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	bash scripts/fuzz.sh --seconds $(FUZZ_SECONDS)
 
 test-fast: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -41,6 +44,11 @@ format:
 
 format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+# Long fuzzing: make fuzz FUZZ_TIME=600 [JOBS=2]
+FUZZ_TIME ?= 300
+fuzz: setup
+	bash scripts/fuzz.sh --seconds $(FUZZ_TIME) --jobs $(JOBS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

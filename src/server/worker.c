@@ -1,0 +1,1004 @@
+/* facework worker: the inference service on port 8765 (DESIGN.md "Worker internals"). */
+#include "server/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/pipeline.h"
+#include "server/api.h"
+#include "server/batcher.h"
+#include "server/http.h"
+#include "server/sdnotify.h"
+#include "util/config.h"
+#include "util/lockfile.h"
+#include "util/log.h"
+#include "util/metrics.h"
+#include "util/procstat.h"
+#include "util/signals.h"
+#include "util/supervise.h"
+
+enum { STATE_LOADING = 0, STATE_READY, STATE_DRAINING };
+
+/* ------------------------------------------------------------------------------------ */
+/* options                                                                              */
+
+typedef struct worker_opts {
+    fw_str_list listen;
+    char *models, *provider, *detection_provider, *embedding_provider;
+    int threads, device_id, http_threads, decode_threads, max_batch, max_batch_faces;
+    double max_queue_delay;
+    int max_queue;
+    size_t max_body, max_image_bytes;
+    int max_images, max_pixels, max_connections;
+    double request_timeout, read_timeout, drain_timeout;
+    char *api_key, *api_key_file, *worker_id, *lock_file, *port_file, *log_format, *log_level;
+    bool supervise;
+    int max_restarts;
+} worker_opts;
+
+#define OPT(n, e, t, d, h, f)                                                                      \
+    {                                                                                              \
+        .name = n, .env = e, .type = t, .def = d, .help = h, .dest = f                             \
+    }
+
+static size_t build_options(worker_opts *o, fw_option *t)
+{
+    size_t n = 0;
+    t[n++] = (fw_option)OPT("listen", "FACEWORK_LISTEN", FW_OPT_LIST, "127.0.0.1:8765",
+                            "address to listen on, HOST:PORT (repeatable; port 0 = any free)",
+                            &o->listen);
+    t[n++] = (fw_option)OPT("models", "FACEWORK_MODELS", FW_OPT_STRING, NULL,
+                            "model pack directory (default: the pack setup installed)", &o->models);
+    t[n++] = (fw_option)OPT("provider", "FACEWORK_PROVIDER", FW_OPT_STRING, "auto",
+                            "execution provider: auto|cpu|cuda|tensorrt|dml|rocm|migraphx|"
+                            "coreml|openvino",
+                            &o->provider);
+    t[n++] = (fw_option)OPT("detection-provider", "FACEWORK_DETECTION_PROVIDER", FW_OPT_STRING,
+                            NULL, "provider for the detector and landmarks (default: --provider)",
+                            &o->detection_provider);
+    t[n++] =
+        (fw_option)OPT("embedding-provider", "FACEWORK_EMBEDDING_PROVIDER", FW_OPT_STRING, NULL,
+                       "provider for the embedder (default: --provider)", &o->embedding_provider);
+    t[n] = (fw_option)OPT("threads", "FACEWORK_THREADS", FW_OPT_INT, "0",
+                          "ONNX Runtime intra-op threads per model (0: ORT default)", &o->threads);
+    t[n].min = 0, t[n++].max = 256;
+    t[n] = (fw_option)OPT("device-id", "FACEWORK_DEVICE_ID", FW_OPT_INT, "0",
+                          "GPU ordinal for GPU providers", &o->device_id);
+    t[n].min = 0, t[n++].max = 64;
+    t[n] = (fw_option)OPT("http-threads", "FACEWORK_HTTP_THREADS", FW_OPT_INT, "1",
+                          "HTTP event-loop threads", &o->http_threads);
+    t[n].min = 1, t[n++].max = 64;
+    t[n] = (fw_option)OPT("decode-threads", "FACEWORK_DECODE_THREADS", FW_OPT_INT, "2",
+                          "CPU pool for decoding and alignment", &o->decode_threads);
+    t[n].min = 1, t[n++].max = 256;
+    t[n] = (fw_option)OPT("max-batch", "FACEWORK_MAX_BATCH", FW_OPT_INT, "16",
+                          "largest detector batch (images)", &o->max_batch);
+    t[n].min = 1, t[n++].max = 256;
+    t[n] = (fw_option)OPT("max-batch-faces", "FACEWORK_MAX_BATCH_FACES", FW_OPT_INT, "32",
+                          "largest embedder batch (faces)", &o->max_batch_faces);
+    t[n].min = 1, t[n++].max = 1024;
+    t[n] = (fw_option)OPT("max-queue-delay", "FACEWORK_MAX_QUEUE_DELAY", FW_OPT_DURATION, "2ms",
+                          "longest an item waits for its batch to fill", &o->max_queue_delay);
+    t[n].min = 0, t[n++].max = 10;
+    t[n] = (fw_option)OPT("max-queue", "FACEWORK_MAX_QUEUE", FW_OPT_INT, "256",
+                          "images queued or in flight; beyond it 503 + Retry-After", &o->max_queue);
+    t[n].min = 1, t[n++].max = 1000000;
+    t[n] = (fw_option)OPT("max-body", "FACEWORK_MAX_BODY", FW_OPT_SIZE, "64MiB",
+                          "largest request body; beyond it 413", &o->max_body);
+    t[n].min = 1024, t[n++].max = 16.0 * 1024 * 1024 * 1024;
+    t[n] = (fw_option)OPT("max-images", "FACEWORK_MAX_IMAGES", FW_OPT_INT, "64",
+                          "images per request; beyond it 413", &o->max_images);
+    t[n].min = 1, t[n++].max = 100000;
+    t[n] = (fw_option)OPT("max-image-bytes", "FACEWORK_MAX_IMAGE_BYTES", FW_OPT_SIZE, "20MiB",
+                          "bytes per image; beyond it a per-item error", &o->max_image_bytes);
+    t[n].min = 1024, t[n++].max = 4.0 * 1024 * 1024 * 1024;
+    t[n] = (fw_option)OPT("max-pixels", "FACEWORK_MAX_PIXELS", FW_OPT_INT, "50000000",
+                          "pixels per image (from the header); beyond it a per-item error",
+                          &o->max_pixels);
+    t[n].min = 1, t[n++].max = 2000000000;
+    t[n] = (fw_option)OPT("max-connections", "FACEWORK_MAX_CONNECTIONS", FW_OPT_INT, "1024",
+                          "open client connections", &o->max_connections);
+    t[n].min = 1, t[n++].max = 1000000;
+    t[n] = (fw_option)OPT("request-timeout", "FACEWORK_REQUEST_TIMEOUT", FW_OPT_DURATION, "60s",
+                          "a request not answered by then gets 503", &o->request_timeout);
+    t[n].min = 0, t[n++].max = 3600;
+    t[n] = (fw_option)OPT("read-timeout", "FACEWORK_READ_TIMEOUT", FW_OPT_DURATION, "10s",
+                          "time to send a request (slow clients are cut off); idle keep-alive",
+                          &o->read_timeout);
+    t[n].min = 0.1, t[n++].max = 3600;
+    t[n] = (fw_option)OPT("drain-timeout", "FACEWORK_DRAIN_TIMEOUT", FW_OPT_DURATION, "30s",
+                          "on SIGTERM/SIGINT, how long in-flight requests may take",
+                          &o->drain_timeout);
+    t[n].min = 0, t[n++].max = 3600;
+    t[n] = (fw_option)OPT("api-key", "FACEWORK_API_KEY", FW_OPT_STRING, NULL,
+                          "require this key (Authorization: Bearer or X-API-Key)", &o->api_key);
+    t[n++].flags = FW_OPT_SECRET;
+    t[n++] = (fw_option)OPT("api-key-file", "FACEWORK_API_KEY_FILE", FW_OPT_STRING, NULL,
+                            "read the API key from this file (first line)", &o->api_key_file);
+    t[n++] =
+        (fw_option)OPT("worker-id", "FACEWORK_WORKER_ID", FW_OPT_STRING, NULL,
+                       "worker_id in legacy responses (default: HOSTNAME:PORT)", &o->worker_id);
+    t[n++] = (fw_option)OPT("lock-file", "FACEWORK_LOCK_FILE", FW_OPT_STRING, NULL,
+                            "single-instance lock (default: $XDG_RUNTIME_DIR or /tmp "
+                            "facework-worker.lock)",
+                            &o->lock_file);
+    t[n++] =
+        (fw_option)OPT("port-file", "FACEWORK_PORT_FILE", FW_OPT_STRING, NULL,
+                       "when ready, write the first bound HOST:PORT to this file", &o->port_file);
+    t[n++] = (fw_option)OPT("log-format", "FACEWORK_LOG_FORMAT", FW_OPT_STRING, "logfmt",
+                            "logfmt or json", &o->log_format);
+    t[n++] = (fw_option)OPT("log-level", "FACEWORK_LOG_LEVEL", FW_OPT_STRING, "info",
+                            "debug|info|warn|error", &o->log_level);
+    t[n++] =
+        (fw_option)OPT("supervise", "FACEWORK_SUPERVISE", FW_OPT_BOOL, "false",
+                       "run under a parent that restarts a crashed or hung worker", &o->supervise);
+    t[n] = (fw_option)OPT("max-restarts", "FACEWORK_MAX_RESTARTS", FW_OPT_INT, "10",
+                          "--supervise: consecutive failed restarts before giving up",
+                          &o->max_restarts);
+    t[n].min = 0, t[n++].max = 1000000;
+    return n;
+}
+
+#define MAX_OPTIONS 40
+
+/* ------------------------------------------------------------------------------------ */
+/* state                                                                                */
+
+typedef struct worker {
+    worker_opts o;
+    fw_engine *eng;
+    fw_batcher *batcher;
+    fw_http_server *http;
+    fw_metrics *reg;
+    fw_lock *lock;
+    atomic_int state;
+    atomic_int stop_requested;
+    double started;
+    char worker_id[256];
+    char *api_key;
+    size_t api_key_len;
+    fw_api_limits limits;
+    bool gpu_used;
+    bool dml_available;
+    char provider[32];
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+
+    /* metrics */
+    fw_metric_family *m_requests, *m_req_seconds, *m_images, *m_faces, *m_batch, *m_infer,
+        *m_queue_wait, *m_item_errors;
+    fw_metric *m_images_total, *m_faces_total, *m_queue_wait_h;
+} worker;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void set_state(worker *w, int state)
+{
+    static const char *const names[] = {"loading", "ready", "draining"};
+    int old = atomic_exchange(&w->state, state);
+    if (old != state)
+        FW_INFO("worker", "state", "from=%s to=%s", names[old], names[state]);
+}
+
+/* Constant-time comparison of the presented key with the configured one: the time taken
+ * depends only on the presented key's length, never on where they differ. */
+static bool key_matches(const worker *w, const char *given)
+{
+    size_t glen = strlen(given);
+    unsigned char diff = (unsigned char)(glen != w->api_key_len);
+    for (size_t i = 0; i < glen; i++)
+        diff |= (unsigned char)given[i] ^ (unsigned char)w->api_key[i % w->api_key_len];
+    return diff == 0;
+}
+
+static bool authorized(const worker *w, fw_http_request *req)
+{
+    if (!w->api_key)
+        return true;
+    const char *h = fw_http_header(req, "x-api-key");
+    if (h && key_matches(w, h))
+        return true;
+    h = fw_http_header(req, "authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ')
+            h++;
+        if (key_matches(w, h))
+            return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* inference routes                                                                     */
+
+typedef struct job_ctx {
+    worker *w;
+    fw_http_request *req;
+    fw_api_request *api;
+    fw_blob *blobs;
+    size_t *index;          /* blobs[k] is api->items[index[k]] */
+    fw_result *results;     /* api->n_items */
+    fw_result *job_results; /* one per blob */
+    size_t n_jobs;
+    double t0;
+} job_ctx;
+
+static void job_free(job_ctx *c)
+{
+    if (!c)
+        return;
+    if (c->results)
+        for (size_t i = 0; i < c->api->n_items; i++)
+            fw_result_clear(&c->results[i]);
+    free(c->results);
+    free(c->job_results);
+    free(c->blobs);
+    free(c->index);
+    fw_api_request_free(c->api);
+    free(c);
+}
+
+/* Encodes and sends the response for a finished (or item-error-only) job, frees it. */
+static void job_respond(job_ctx *c)
+{
+    worker *w = c->w;
+    fw_api_response_info info = {
+        .took_ms = (now_s() - c->t0) * 1e3,
+        .provider = w->provider,
+        .model = fw_engine_pack_name(w->eng),
+        .embedding_dim = fw_engine_embedding_dim(w->eng),
+        .gpu_used = w->gpu_used,
+        .worker_id = w->worker_id,
+    };
+    size_t faces = 0, errors = 0;
+    for (size_t i = 0; i < c->api->n_items; i++) {
+        if (c->api->items[i].error != FW_OK || c->results[i].status != FW_OK)
+            errors++;
+        else
+            faces += c->results[i].n_faces;
+    }
+    fw_counter_add(w->m_images_total, (double)c->api->n_items);
+    fw_counter_add(w->m_faces_total, (double)faces);
+    if (errors)
+        fw_counter_add(fw_metric_get(w->m_item_errors, FW_LABELS(fw_api_route_path(c->api->route))),
+                       (double)errors);
+    char *body = NULL;
+    size_t len = 0;
+    fw_error err;
+    if (fw_api_encode_response(c->api, c->results, &info, &body, &len, &err) != FW_OK) {
+        FW_ERROR("worker", "encode failed", "request_id=%s error=\"%s\"", c->req->request_id,
+                 err.message);
+        fw_http_respond_error(c->req, 503, "internal_error", "could not encode the response", 1);
+    } else {
+        fw_http_respond_take(c->req, 200, "application/json", NULL, 0, body, len);
+    }
+    job_free(c);
+}
+
+static void on_job_done(void *user, fw_result *results, size_t n)
+{
+    job_ctx *c = user;
+    for (size_t k = 0; k < n; k++)
+        c->results[c->index[k]] = results[k]; /* moves ownership of faces */
+    memset(results, 0, n * sizeof *results);
+    job_respond(c);
+}
+
+static void handle_infer(fw_http_request *req, void *user)
+{
+    worker *w = user;
+    if (!authorized(w, req)) {
+        fw_http_respond_error(req, 401, "unauthorized", "missing or invalid API key", 0);
+        return;
+    }
+    int state = atomic_load(&w->state);
+    if (state != STATE_READY) {
+        fw_http_respond_error(req, 503, "unavailable",
+                              state == STATE_LOADING ? "models are loading"
+                                                     : "worker is shutting down",
+                              state == STATE_LOADING ? 2 : 5);
+        return;
+    }
+    fw_api_route route;
+    if (!fw_api_route_from_path(req->path, strlen(req->path), &route)) {
+        fw_http_respond_error(req, 404, "not_found", "no such route", 0);
+        return;
+    }
+    fw_api_request *api = NULL;
+    fw_api_error aerr;
+    if (fw_api_parse(route, fw_http_header(req, "content-type"), req->body, req->body_len,
+                     &w->limits, &api, &aerr) != FW_OK) {
+        size_t len = 0;
+        char *body = fw_api_error_to_json(&aerr, &len);
+        if (body)
+            fw_http_respond_take(req, aerr.status, "application/json", NULL, 0, body, len);
+        else
+            fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
+        return;
+    }
+    job_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        fw_api_request_free(api);
+        fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
+        return;
+    }
+    c->w = w;
+    c->req = req;
+    c->api = api;
+    c->t0 = now_s();
+    size_t n = api->n_items;
+    c->results = calloc(n, sizeof *c->results);
+    c->job_results = calloc(n, sizeof *c->job_results);
+    c->blobs = calloc(n, sizeof *c->blobs);
+    c->index = calloc(n, sizeof *c->index);
+    if (!c->results || !c->job_results || !c->blobs || !c->index) {
+        job_free(c);
+        fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (api->items[i].error != FW_OK)
+            continue;
+        c->blobs[c->n_jobs] = (fw_blob){api->items[i].data, api->items[i].len};
+        c->index[c->n_jobs++] = i;
+    }
+    if (c->n_jobs == 0) {
+        job_respond(c); /* every item failed to parse: per-item errors only */
+        return;
+    }
+    fw_batcher_job job = {
+        .kind = route == FW_ROUTE_V1_EMBED    ? FW_JOB_EMBED_IMAGES
+                : route == FW_ROUTE_V1_DETECT ? FW_JOB_DETECT
+                                              : FW_JOB_ANALYZE,
+        .inputs = c->blobs,
+        .n = c->n_jobs,
+        .results = c->job_results,
+        .done = on_job_done,
+        .user = c,
+    };
+    fw_api_analyze_opts(api, &job.opts);
+    fw_error err;
+    fw_err rc = fw_batcher_submit(w->batcher, &job, &err);
+    if (rc == FW_OK)
+        return;
+    c->req = NULL;
+    job_free(c);
+    if (rc == FW_ERR_BUSY)
+        fw_http_respond_error(req, 503, "busy", "the queue is full; retry later", 1);
+    else if (rc == FW_ERR_UNAVAILABLE)
+        fw_http_respond_error(req, 503, "unavailable", "worker is shutting down", 5);
+    else
+        fw_http_respond_error(req, 503, fw_err_name(rc), err.message, 1);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* operational routes                                                                   */
+
+static const char *state_name(int s)
+{
+    return s == STATE_READY ? "healthy" : s == STATE_LOADING ? "loading" : "draining";
+}
+
+static void respond_json(fw_http_request *req, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!s) {
+        fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
+        return;
+    }
+    fw_http_respond_take(req, status, "application/json", NULL, 0, s, strlen(s));
+}
+
+static void handle_health(fw_http_request *req, void *user)
+{
+    worker *w = user;
+    int state = atomic_load(&w->state);
+    json_t *j = json_object();
+    json_object_set_new(j, "status", json_string(state_name(state)));
+    json_object_set_new(j, "gpu_available", json_boolean(w->gpu_used));
+    json_object_set_new(j, "directml_available", json_boolean(w->dml_available));
+    json_object_set_new(j, "model_loaded", json_boolean(state != STATE_LOADING));
+    json_object_set_new(j, "uptime_seconds", json_real(now_s() - w->started));
+    json_object_set_new(j, "provider", json_string(w->provider));
+    json_object_set_new(
+        j, "queue_depth",
+        json_integer(w->batcher ? (json_int_t)fw_batcher_queue_depth(w->batcher) : 0));
+    json_object_set_new(j, "version", json_string(fw_version()));
+    json_object_set_new(j, "worker_id", json_string(w->worker_id));
+    json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
+    json_object_set_new(j, "model",
+                        w->eng ? json_string(fw_engine_pack_name(w->eng)) : json_null());
+    respond_json(req, state == STATE_READY ? 200 : 503, j);
+}
+
+static void handle_gpu_info(fw_http_request *req, void *user)
+{
+    worker *w = user;
+    if (!authorized(w, req)) {
+        fw_http_respond_error(req, 401, "unauthorized", "missing or invalid API key", 0);
+        return;
+    }
+    if (!w->eng) {
+        fw_http_respond_error(req, 503, "unavailable", "models are loading", 2);
+        return;
+    }
+    char *desc = fw_engine_describe_json(w->eng);
+    json_t *pack = desc ? json_loads(desc, 0, NULL) : NULL;
+    free(desc);
+    json_t *j = json_object();
+    json_object_set_new(j, "gpu_available", json_boolean(w->gpu_used));
+    json_t *active = json_object();
+    json_object_set_new(active, "detector",
+                        json_string(fw_engine_provider(w->eng, FW_ROLE_DETECTOR)));
+    json_object_set_new(active, "landmarks",
+                        json_string(fw_engine_provider(w->eng, FW_ROLE_LANDMARKS)));
+    json_object_set_new(active, "embedder",
+                        json_string(fw_engine_provider(w->eng, FW_ROLE_EMBEDDER)));
+    json_object_set_new(j, "active_providers", active);
+    json_t *avail = pack ? json_object_get(pack, "available_providers") : NULL;
+    json_object_set(j, "available_providers", avail ? avail : json_array());
+    json_t *ver = pack ? json_object_get(pack, "onnxruntime_version") : NULL;
+    json_object_set(j, "onnxruntime_version", ver ? ver : json_null());
+    json_object_set_new(j, "device", json_null()); /* CPU: no device name or memory */
+    json_object_set_new(j, "model_pack", pack ? pack : json_null());
+    respond_json(req, 200, j);
+}
+
+static void handle_metrics(fw_http_request *req, void *user)
+{
+    worker *w = user;
+    char *text = NULL;
+    size_t len = 0;
+    fw_error err;
+    if (fw_metrics_render(w->reg, &text, &len, &err) != FW_OK) {
+        fw_http_respond_error(req, 503, "internal_error", err.message, 1);
+        return;
+    }
+    fw_http_respond_take(req, 200, FW_METRICS_CONTENT_TYPE, NULL, 0, text, len);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* metrics                                                                              */
+
+static const char *route_label(const char *path)
+{
+    static const char *const known[] = {
+        "/v1/analyze",         "/v1/detect", "/v1/embed", "/detect_faces_batch_multipart",
+        "/detect_faces_batch", "/health",    "/gpu_info", "/metrics"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(path, known[i]))
+            return known[i];
+    return "other";
+}
+
+static void access_log(const fw_http_access_entry *e, void *user)
+{
+    worker *w = user;
+    char status[8];
+    snprintf(status, sizeof status, "%d", e->status);
+    const char *route = route_label(e->path);
+    fw_counter_inc(fw_metric_get(w->m_requests, FW_LABELS(route, status)));
+    fw_histogram_observe(fw_metric_get(w->m_req_seconds, FW_LABELS(route)),
+                         (double)e->duration_us / 1e6);
+    fw_log(strcmp(route, "/health") && strcmp(route, "/metrics") ? FW_LOG_INFO : FW_LOG_DEBUG,
+           "http", "request",
+           "request_id=%s method=%s path=%s status=%d bytes=%llu duration_ms=%.2f http=%d "
+           "remote=%s",
+           e->request_id, e->method, route, e->status, (unsigned long long)e->bytes_sent,
+           (double)e->duration_us / 1e3, e->http_version, e->remote_addr);
+}
+
+static void on_batch(void *user, fw_batch_stage stage, size_t size, double seconds)
+{
+    worker *w = user;
+    const char *s = stage == FW_BATCH_DETECT ? "detect" : "embed";
+    fw_histogram_observe(fw_metric_get(w->m_batch, FW_LABELS(s)), (double)size);
+    fw_histogram_observe(fw_metric_get(w->m_infer, FW_LABELS(s)), seconds);
+}
+
+static void on_batcher_job(void *user, double queue_wait_s, double total_s, size_t n_images,
+                           size_t n_faces)
+{
+    worker *w = user;
+    (void)total_s;
+    (void)n_images;
+    (void)n_faces;
+    fw_histogram_observe(w->m_queue_wait_h, queue_wait_s);
+}
+
+static double gauge_queue_depth(void *user)
+{
+    worker *w = user;
+    return w->batcher ? (double)fw_batcher_queue_depth(w->batcher) : 0;
+}
+
+static double gauge_inflight(void *user)
+{
+    worker *w = user;
+    return w->http ? (double)fw_http_server_inflight(w->http) : 0;
+}
+
+static double gauge_ready(void *user)
+{
+    worker *w = user;
+    return atomic_load(&w->state) == STATE_READY;
+}
+
+static double gauge_one(void *user)
+{
+    (void)user;
+    return 1;
+}
+
+static fw_err setup_metrics(worker *w, fw_error *err)
+{
+    static const double seconds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                     0.25,  0.5,    1,     2.5,  5,     10};
+    static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    const size_t ns = sizeof seconds / sizeof seconds[0], nz = sizeof sizes / sizeof sizes[0];
+    fw_err rc;
+    if ((rc = fw_metrics_new(&w->reg, err)))
+        return rc;
+    fw_metrics *r = w->reg;
+    if ((rc = fw_metrics_counter(r, "facework_http_requests_total",
+                                 "HTTP requests by route and status", FW_LABELS("route", "status"),
+                                 &w->m_requests, err)) ||
+        (rc = fw_metrics_histogram(r, "facework_http_request_duration_seconds",
+                                   "HTTP request duration", FW_LABELS("route"), seconds, ns,
+                                   &w->m_req_seconds, err)) ||
+        (rc = fw_metrics_counter(r, "facework_images_total", "images processed", NULL, &w->m_images,
+                                 err)) ||
+        (rc = fw_metrics_counter(r, "facework_faces_total", "faces returned", NULL, &w->m_faces,
+                                 err)) ||
+        (rc = fw_metrics_counter(r, "facework_image_errors_total",
+                                 "images answered with a per-item error", FW_LABELS("route"),
+                                 &w->m_item_errors, err)) ||
+        (rc = fw_metrics_histogram(r, "facework_batch_size",
+                                   "items per model run (images for detect, faces for embed)",
+                                   FW_LABELS("stage"), sizes, nz, &w->m_batch, err)) ||
+        (rc = fw_metrics_histogram(r, "facework_inference_seconds", "model run wall time",
+                                   FW_LABELS("stage"), seconds, ns, &w->m_infer, err)) ||
+        (rc = fw_metrics_histogram(r, "facework_queue_wait_seconds",
+                                   "time from accepting a request to its first model run", NULL,
+                                   seconds, ns, &w->m_queue_wait, err)) ||
+        (rc = fw_metrics_callback(r, FW_METRIC_GAUGE, "facework_queue_depth",
+                                  "images queued or in flight in the batcher", gauge_queue_depth, w,
+                                  NULL, err)) ||
+        (rc = fw_metrics_callback(r, FW_METRIC_GAUGE, "facework_http_inflight",
+                                  "HTTP requests being processed", gauge_inflight, w, NULL, err)) ||
+        (rc = fw_metrics_callback(r, FW_METRIC_GAUGE, "facework_ready", "1 when serving",
+                                  gauge_ready, w, NULL, err)) ||
+        (rc = fw_procstat_register(r, err)))
+        return rc;
+    w->m_images_total = fw_metric_get(w->m_images, NULL);
+    w->m_faces_total = fw_metric_get(w->m_faces, NULL);
+    w->m_queue_wait_h = fw_metric_get(w->m_queue_wait, NULL);
+    return FW_OK;
+}
+
+/* The active-provider info metric, registered once the models are loaded. */
+static void register_provider_metric(worker *w)
+{
+    fw_error err;
+    fw_metric_family *f = NULL;
+    if (fw_metrics_gauge(w->reg, "facework_provider_info",
+                         "execution provider serving each model role",
+                         FW_LABELS("role", "provider"), &f, &err))
+        return;
+    static const char *const roles[] = {"detector", "landmarks", "embedder"};
+    for (int r = 0; r < FW_ROLE__COUNT; r++)
+        fw_metrics_callback_child(f, FW_LABELS(roles[r], fw_engine_provider(w->eng, (fw_role)r)),
+                                  gauge_one, w, NULL, &err);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* lifecycle                                                                            */
+
+static void on_signal(int signo, void *user)
+{
+    worker *w = user;
+    FW_INFO("worker", "signal", "signo=%d name=%s", signo, strsignal(signo));
+    if (signo == SIGHUP)
+        return;
+    pthread_mutex_lock(&w->stop_mu);
+    atomic_store(&w->stop_requested, 1);
+    pthread_cond_broadcast(&w->stop_cv);
+    pthread_mutex_unlock(&w->stop_mu);
+}
+
+static fw_err read_key_file(const char *path, char **out, fw_error *err)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    fw_err rc = fw_read_file(path, 4096, &data, &len, err);
+    if (rc)
+        return rc;
+    size_t n = 0;
+    while (n < len && data[n] != '\n' && data[n] != '\r')
+        n++;
+    char *key = malloc(n + 1);
+    if (!key) {
+        free(data);
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    }
+    memcpy(key, data, n);
+    key[n] = '\0';
+    free(data);
+    *out = key;
+    return FW_OK;
+}
+
+static void write_port_file(const char *path, const char *addr)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%s\n", addr) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        FW_WARN("worker", "port file not written", "path=\"%s\" error=\"%s\"", path,
+                strerror(errno));
+        if (f)
+            unlink(tmp);
+    }
+}
+
+/* Pings the systemd watchdog while the batcher makes progress. */
+static void *watchdog_thread(void *arg)
+{
+    worker *w = arg;
+    uint64_t interval = fw_sd_watchdog_interval_us();
+    struct timespec ts;
+    uint64_t last_done = 0;
+    int stuck = 0;
+    pthread_mutex_lock(&w->stop_mu);
+    while (!atomic_load(&w->stop_requested)) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + interval / 2 * 1000;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&w->stop_cv, &w->stop_mu, &ts);
+        fw_batcher_stats st;
+        fw_batcher_get_stats(w->batcher, &st);
+        /* work waiting but nothing finished for a whole interval: stop pinging, let systemd
+         * restart us */
+        stuck = st.queue_depth > 0 && st.jobs_completed == last_done ? stuck + 1 : 0;
+        last_done = st.jobs_completed;
+        if (stuck < 2)
+            fw_sd_watchdog_ping();
+        else
+            FW_ERROR("worker", "watchdog: no progress", "queue_depth=%zu", st.queue_depth);
+    }
+    pthread_mutex_unlock(&w->stop_mu);
+    return NULL;
+}
+
+static int run_worker(worker *w)
+{
+    fw_error err;
+    int status = 1;
+    pthread_t wd;
+    bool wd_started = false;
+
+    /* Signals first, so that every thread created later has them blocked. */
+    if (fw_signals_start(on_signal, w, &err)) {
+        FW_ERROR("worker", "signals", "error=\"%s\"", err.message);
+        return 1;
+    }
+    char lock_path[1024];
+    if (w->o.lock_file)
+        snprintf(lock_path, sizeof lock_path, "%s", w->o.lock_file);
+    else if (fw_lock_default_path("facework-worker", lock_path, sizeof lock_path, &err))
+        goto out;
+    long holder = 0;
+    if (fw_lock_acquire(lock_path, &w->lock, &holder, &err)) {
+        fprintf(stderr, "facework worker: %s\n", err.message);
+        FW_ERROR("worker", "another instance holds the lock", "pid=%ld lock=\"%s\"", holder,
+                 lock_path);
+        goto out;
+    }
+    if (setup_metrics(w, &err)) {
+        FW_ERROR("worker", "metrics", "error=\"%s\"", err.message);
+        goto out;
+    }
+
+    /* HTTP first: /health answers "loading" while the models load. */
+    fw_http_route routes[] = {
+        {"POST", "/v1/analyze", handle_infer},
+        {"POST", "/v1/detect", handle_infer},
+        {"POST", "/v1/embed", handle_infer},
+        {"POST", "/detect_faces_batch_multipart", handle_infer},
+        {"POST", "/detect_faces_batch", handle_infer},
+        {"GET", "/health", handle_health},
+        {"GET", "/gpu_info", handle_gpu_info},
+        {"GET", "/metrics", handle_metrics},
+    };
+    fw_http_config hc;
+    fw_http_config_defaults(&hc);
+    hc.listen = (const char *const *)w->o.listen.items;
+    hc.n_listen = w->o.listen.count;
+    hc.n_threads = (unsigned)w->o.http_threads;
+    hc.max_body_bytes = w->o.max_body;
+    hc.read_timeout_ms = (unsigned)(w->o.read_timeout * 1000);
+    hc.request_timeout_ms = (unsigned)(w->o.request_timeout * 1000);
+    hc.max_connections = (size_t)w->o.max_connections;
+    hc.access_log = access_log;
+    hc.access_log_user = w;
+    if (fw_http_server_new(&hc, routes, sizeof routes / sizeof routes[0], w, &w->http, &err) ||
+        fw_http_server_start(w->http, &err)) {
+        FW_ERROR("worker", "cannot serve", "error=\"%s\"", err.message);
+        fprintf(stderr, "facework worker: %s\n", err.message);
+        goto out;
+    }
+    const char *addr = fw_http_server_address(w->http, 0);
+    if (!w->o.worker_id) {
+        char host[200] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(w->worker_id, sizeof w->worker_id, "%s:%d", host, fw_http_server_port(w->http, 0));
+    }
+    for (size_t i = 0; i < fw_http_server_n_listeners(w->http); i++)
+        FW_INFO("worker", "listening", "addr=%s", fw_http_server_address(w->http, i));
+
+    /* Models. */
+    fw_engine_config ec;
+    fw_engine_config_init(&ec);
+    ec.models_dir = w->o.models;
+    ec.provider = w->o.provider;
+    ec.role_provider[FW_ROLE_DETECTOR] = w->o.detection_provider;
+    ec.role_provider[FW_ROLE_LANDMARKS] = w->o.detection_provider;
+    ec.role_provider[FW_ROLE_EMBEDDER] = w->o.embedding_provider;
+    ec.threads = w->o.threads;
+    ec.device_id = w->o.device_id;
+    ec.max_batch = w->o.max_batch > w->o.max_batch_faces ? w->o.max_batch : w->o.max_batch_faces;
+    ec.decode.max_bytes = w->o.max_image_bytes;
+    ec.decode.max_pixels = (uint64_t)w->o.max_pixels;
+    if (fw_engine_new(&ec, &w->eng, &err)) {
+        FW_ERROR("worker", "cannot load models", "error=\"%s\"", err.message);
+        fprintf(stderr, "facework worker: %s\n", err.message);
+        goto out;
+    }
+    snprintf(w->provider, sizeof w->provider, "%s", fw_engine_provider(w->eng, FW_ROLE_EMBEDDER));
+    w->gpu_used = strcmp(fw_engine_provider(w->eng, FW_ROLE_DETECTOR), "cpu") != 0 ||
+                  strcmp(fw_engine_provider(w->eng, FW_ROLE_EMBEDDER), "cpu") != 0;
+    {
+        const char *names[16];
+        size_t n = fw_ort_available_providers(names, 16);
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(names[i], "dml"))
+                w->dml_available = true;
+    }
+    register_provider_metric(w);
+
+    fw_batcher_config bc;
+    fw_batcher_config_init(&bc);
+    bc.decode_threads = w->o.decode_threads;
+    bc.max_batch_images = w->o.max_batch;
+    bc.max_batch_faces = w->o.max_batch_faces;
+    bc.max_queue_delay_us = (uint32_t)(w->o.max_queue_delay * 1e6);
+    bc.max_queue_images = (size_t)w->o.max_queue;
+    bc.hook_user = w;
+    bc.on_batch = on_batch;
+    bc.on_job_done = on_batcher_job;
+    if (fw_batcher_new(w->eng, &bc, &w->batcher, &err)) {
+        FW_ERROR("worker", "batcher", "error=\"%s\"", err.message);
+        goto out;
+    }
+    set_state(w, STATE_READY);
+    if (w->o.port_file)
+        write_port_file(w->o.port_file, addr);
+    fw_sd_ready();
+    fw_sd_status("serving on %s", addr);
+    if (fw_sd_watchdog_interval_us() > 0 && pthread_create(&wd, NULL, watchdog_thread, w) == 0)
+        wd_started = true;
+    FW_INFO("worker", "ready", "addr=%s provider=%s pack=%s worker_id=%s", addr, w->provider,
+            fw_engine_pack_name(w->eng), w->worker_id);
+
+    /* Serve until SIGTERM/SIGINT. */
+    pthread_mutex_lock(&w->stop_mu);
+    while (!atomic_load(&w->stop_requested))
+        pthread_cond_wait(&w->stop_cv, &w->stop_mu);
+    pthread_mutex_unlock(&w->stop_mu);
+
+    /* Graceful shutdown: stop accepting, finish what was accepted, then exit 0. */
+    set_state(w, STATE_DRAINING);
+    fw_sd_stopping();
+    fw_http_server_stop_accepting(w->http);
+    double deadline = now_s() + w->o.drain_timeout;
+    int left_ms = (int)(w->o.drain_timeout * 1000);
+    if (fw_batcher_drain(w->batcher, left_ms) != FW_OK)
+        FW_WARN("worker", "drain timed out", "queue_depth=%zu", fw_batcher_queue_depth(w->batcher));
+    /* responses already handed to the transport are being written */
+    while (fw_http_server_inflight(w->http) > 0 && now_s() < deadline) {
+        struct timespec pause = {0, 5 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+    FW_INFO("worker", "drained", "inflight=%zu", fw_http_server_inflight(w->http));
+    status = 0;
+out:
+    if (wd_started) {
+        atomic_store(&w->stop_requested, 1);
+        pthread_mutex_lock(&w->stop_mu);
+        pthread_cond_broadcast(&w->stop_cv);
+        pthread_mutex_unlock(&w->stop_mu);
+        pthread_join(wd, NULL);
+    }
+    fw_http_server_free(w->http);
+    w->http = NULL;
+    fw_batcher_free(w->batcher);
+    w->batcher = NULL;
+    fw_engine_free(w->eng);
+    w->eng = NULL;
+    fw_metrics_free(w->reg);
+    w->reg = NULL;
+    fw_lock_release(w->lock);
+    w->lock = NULL;
+    fw_signals_stop();
+    FW_INFO("worker", "exit", "status=%d", status);
+    return status;
+}
+
+/* --supervise: probe the child's /health over a plain socket with a short timeout. */
+typedef struct probe_target {
+    char host[256];
+    char port[16];
+} probe_target;
+
+static bool probe_health(long pid, void *user)
+{
+    (void)pid;
+    const probe_target *t = user;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(t->host, t->port, &hints, &ai) != 0 || !ai)
+        return false;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    bool ok = false;
+    if (fd >= 0) {
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if ((rc == 0 || errno == EINPROGRESS) && poll(&p, 1, 2000) == 1) {
+            const char reqs[] = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            if (send(fd, reqs, sizeof reqs - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof reqs - 1)) {
+                p.events = POLLIN;
+                char buf[64];
+                /* any HTTP answer (200 ready, 503 loading/draining) means it is alive */
+                if (poll(&p, 1, 5000) == 1 && recv(fd, buf, sizeof buf, 0) >= 12 &&
+                    !memcmp(buf, "HTTP/1.", 7))
+                    ok = true;
+            }
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return ok;
+}
+
+static int supervised_child(void *user)
+{
+    return run_worker(user);
+}
+
+static int supervise(worker *w)
+{
+    probe_target t = {0};
+    const char *l = w->o.listen.count ? w->o.listen.items[0] : FW_HTTP_DEFAULT_LISTEN;
+    const char *colon = strrchr(l, ':');
+    if (!colon || !strcmp(colon + 1, "0")) {
+        fprintf(stderr, "facework worker: --supervise needs a fixed port in --listen\n");
+        return 2;
+    }
+    size_t hl = (size_t)(colon - l);
+    if (l[0] == '[' && hl >= 2) {
+        memcpy(t.host, l + 1, hl - 2 < sizeof t.host - 1 ? hl - 2 : sizeof t.host - 1);
+    } else {
+        memcpy(t.host, l, hl < sizeof t.host - 1 ? hl : sizeof t.host - 1);
+    }
+    if (!strcmp(t.host, "0.0.0.0") || !t.host[0])
+        snprintf(t.host, sizeof t.host, "127.0.0.1");
+    snprintf(t.port, sizeof t.port, "%s", colon + 1);
+    fw_supervise_opts so;
+    fw_supervise_opts_init(&so);
+    so.child_main = supervised_child;
+    so.child_user = w;
+    so.max_restarts = w->o.max_restarts;
+    so.probe = probe_health;
+    so.probe_user = &t;
+    so.probe_start_delay_s = 30; /* model loading */
+    so.handle_signals = true;
+    so.stop_grace_s = w->o.drain_timeout + 5;
+    fw_error err;
+    int rc = fw_supervise(&so, &err);
+    if (rc != 0 && err.message[0])
+        FW_ERROR("supervise", "ended", "status=%d error=\"%s\"", rc, err.message);
+    return rc;
+}
+
+int fw_worker_main(int argc, char **argv)
+{
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return 1;
+    fw_option table[MAX_OPTIONS];
+    memset(table, 0, sizeof table);
+    size_t n = build_options(&w->o, table);
+    if (fw_config_wants_help(argc, argv)) {
+        printf("usage: facework worker [options]\n\n"
+               "Serves face detection and embeddings over HTTP/1.1 and HTTP/2 (h2c).\n"
+               "Settings: flags > environment > ./.env > defaults.\n\n");
+        fw_config_help(table, n, stdout);
+        free(w);
+        return 0;
+    }
+    fw_error err;
+    if (fw_config_parse(table, n, argc, argv, ".env", &err)) {
+        fprintf(stderr, "facework worker: %s\n", err.message);
+        free(w);
+        return 2;
+    }
+    int status = 2;
+    int lvl = fw_log_level_parse(w->o.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "facework worker: --log-level: unknown level '%s'\n", w->o.log_level);
+        goto done;
+    }
+    fw_log_set_level((fw_log_level)lvl);
+    if (!strcmp(w->o.log_format, "json"))
+        fw_log_set_format(FW_LOG_JSON);
+    else if (strcmp(w->o.log_format, "logfmt")) {
+        fprintf(stderr, "facework worker: --log-format: expected logfmt or json\n");
+        goto done;
+    }
+    if (w->o.api_key_file && !w->o.api_key &&
+        read_key_file(w->o.api_key_file, &w->o.api_key, &err)) {
+        fprintf(stderr, "facework worker: --api-key-file: %s\n", err.message);
+        goto done;
+    }
+    if (w->o.api_key) {
+        if (!w->o.api_key[0]) {
+            fprintf(stderr, "facework worker: the API key is empty\n");
+            goto done;
+        }
+        w->api_key = w->o.api_key;
+        w->api_key_len = strlen(w->api_key);
+    }
+    if (w->o.worker_id)
+        snprintf(w->worker_id, sizeof w->worker_id, "%s", w->o.worker_id);
+    fw_api_limits_init(&w->limits);
+    w->limits.max_images = (size_t)w->o.max_images;
+    w->limits.max_image_bytes = w->o.max_image_bytes;
+    w->limits.max_body_bytes = w->o.max_body;
+    w->started = now_s();
+    atomic_init(&w->state, STATE_LOADING);
+    pthread_mutex_init(&w->stop_mu, NULL);
+    pthread_cond_init(&w->stop_cv, NULL);
+    {
+        char desc[2048];
+        fw_config_describe(table, n, desc, sizeof desc);
+        FW_INFO("worker", "config", "%s", desc);
+    }
+    status = w->o.supervise ? supervise(w) : run_worker(w);
+    pthread_mutex_destroy(&w->stop_mu);
+    pthread_cond_destroy(&w->stop_cv);
+done:
+    fw_config_free(table, n);
+    free(w);
+    return status;
+}
