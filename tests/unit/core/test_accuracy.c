@@ -1,6 +1,7 @@
 /* Accuracy of the whole pipeline on public photos (npm @vladmandic/face-api@1.7.15,
  * demo/sample1..6.jpg, installed by setup into $FW_PHOTOS_DIR) with the default pack. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -325,6 +326,65 @@ static void test_embed_aligned_matches_pipeline(void **state)
     free(data);
 }
 
+/* One engine serves concurrent callers: 4 threads analyzing different photos at once get
+ * what one thread gets. */
+typedef struct conc_arg {
+    int photo;
+    fw_result res;
+    fw_err rc;
+} conc_arg;
+
+static void *conc_run(void *p)
+{
+    conc_arg *a = p;
+    uint8_t *data;
+    size_t len;
+    char path[1024];
+    photo_path(path, sizeof path, a->photo);
+    fw_error err;
+    a->rc = fw_read_file(path, 0, &data, &len, &err);
+    if (a->rc)
+        return NULL;
+    for (int round = 0; round < 3 && a->rc == FW_OK; round++) {
+        fw_blob b = {data, len};
+        if (round)
+            fw_result_clear(&a->res);
+        a->rc = fw_engine_analyze(eng, &b, 1, NULL, &a->res, &err);
+    }
+    free(data);
+    return NULL;
+}
+
+static void test_concurrent_callers(void **state)
+{
+    (void)state;
+    conc_arg args[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].photo = i + 2;
+        assert_int_equal(pthread_create(&th[i], NULL, conc_run, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    size_t dim = fw_engine_embedding_dim(eng);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(args[i].rc, FW_OK);
+        assert_int_equal(args[i].res.n_faces, expected_faces[args[i].photo - 1]);
+        uint8_t *data;
+        size_t len;
+        load(args[i].photo, &data, &len);
+        fw_result solo;
+        analyze_one(data, len, &solo);
+        for (size_t f = 0; f < solo.n_faces; f++)
+            assert_true(fw_cosine(solo.faces[f].embedding, args[i].res.faces[f].embedding, dim) >
+                        0.9999f);
+        fw_result_clear(&solo);
+        fw_result_clear(&args[i].res);
+        free(data);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_bad_items_are_isolated),
         cmocka_unit_test(test_options),
         cmocka_unit_test(test_embed_aligned_matches_pipeline),
+        cmocka_unit_test(test_concurrent_callers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
