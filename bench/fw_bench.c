@@ -43,6 +43,15 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process: unlike wall time, other processes on a loaded machine
+ * barely change it, so the pipeline/bare ratio stays stable. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void die(const char *what, const fw_error *e)
 {
     fprintf(stderr, "fw_bench: %s: %s\n", what, e ? e->message : "failed");
@@ -146,9 +155,11 @@ static void run_model(fw_model *m, const float *in, size_t n, int c, int h, int 
         fw_tensor_clear(&outs[i]);
 }
 
-/* Seconds for `rounds` passes of the bare models over the captured inputs. */
-static double bare_time(fw_engine *eng, captured *cap, int rounds)
+/* Seconds for `rounds` passes of the bare models over the captured inputs; *cpu gets the
+ * process CPU seconds spent. */
+static double bare_time(fw_engine *eng, captured *cap, int rounds, double *cpu)
 {
+    double c0 = cpu_s();
     const fw_pack *p = fw__engine_pack(eng);
     const fw_pack_model *det = &p->detector, *lmk = &p->landmarks, *emb = &p->embedder;
     double t0 = now_s();
@@ -162,14 +173,16 @@ static double bare_time(fw_engine *eng, captured *cap, int rounds)
                           FW_LMK68_SIZE);
             run_model(emb->model, cap[i].emb, cap[i].n_faces, 3, emb->input_h, emb->input_w);
         }
+    *cpu = cpu_s() - c0;
     return now_s() - t0;
 }
 
 static double pipeline_time(fw_engine *eng, const image_set *set, int rounds, int batch,
-                            fw_stage_times *st)
+                            fw_stage_times *st, double *cpu)
 {
     fw_result res[N_PHOTOS];
     fw_error e;
+    double c0 = cpu_s();
     double t0 = now_s();
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < N_PHOTOS; i += batch) {
@@ -179,6 +192,7 @@ static double pipeline_time(fw_engine *eng, const image_set *set, int rounds, in
             for (int k = 0; k < n; k++)
                 fw_result_clear(&res[k]);
         }
+    *cpu = cpu_s() - c0;
     return now_s() - t0;
 }
 
@@ -233,24 +247,27 @@ int main(int argc, char **argv)
            "images, median of %d)\n\n",
            threads, batch, rounds, N_PHOTOS, repeats);
     printf("| image set | MP | pipeline img/s | bare-model img/s | decode ms | preprocess ms | "
-           "inference ms | postprocess ms | other ms | non-inference / bare inference |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+           "inference ms | postprocess ms | other ms | non-inference / bare inference (wall) | "
+           "same, CPU time |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int s = 0; s < 2; s++) {
         captured cap[N_PHOTOS];
         for (int i = 0; i < N_PHOTOS; i++)
             capture(eng, &sets[s].blobs[i], &cap[i]);
-        pipeline_time(eng, &sets[s], 1, batch, NULL); /* warm-up */
-        bare_time(eng, cap, 1);
-        double wall[16], bare[16], ratio[16];
+        double cw, cb;
+        pipeline_time(eng, &sets[s], 1, batch, NULL, &cw); /* warm-up */
+        bare_time(eng, cap, 1, &cb);
+        double wall[16], bare[16], ratio[16], cratio[16];
         fw_stage_times st_med, sts[16];
         if (repeats > 16)
             repeats = 16;
         for (int r = 0; r < repeats; r++) {
             /* interleave the two measurements so drift hits both alike */
             memset(&sts[r], 0, sizeof sts[r]);
-            wall[r] = pipeline_time(eng, &sets[s], rounds, batch, &sts[r]);
-            bare[r] = bare_time(eng, cap, rounds);
+            wall[r] = pipeline_time(eng, &sets[s], rounds, batch, &sts[r], &cw);
+            bare[r] = bare_time(eng, cap, rounds, &cb);
             ratio[r] = (wall[r] - bare[r]) / bare[r];
+            cratio[r] = (cw - cb) / cb;
         }
         double sw[16], sb[16], sr[16];
         memcpy(sw, wall, sizeof wall);
@@ -259,6 +276,7 @@ int main(int argc, char **argv)
         qsort(sw, (size_t)repeats, sizeof(double), cmp_double);
         qsort(sb, (size_t)repeats, sizeof(double), cmp_double);
         qsort(sr, (size_t)repeats, sizeof(double), cmp_double);
+        qsort(cratio, (size_t)repeats, sizeof(double), cmp_double);
         /* stage split from the repeat whose wall time is the median */
         int mi = 0;
         for (int r = 0; r < repeats; r++)
@@ -271,9 +289,10 @@ int main(int argc, char **argv)
         double inf = (double)atomic_load(&st_med.inference_ns) / 1e6 / n_img;
         double post = (double)atomic_load(&st_med.postprocess_ns) / 1e6 / n_img;
         double other = wall[mi] * 1e3 / n_img - dec - pre - inf - post;
-        printf("| %s | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% |\n",
+        printf("| %s | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% | %.1f%% |\n",
                sets[s].name, sets[s].megapixels, n_img / sw[repeats / 2],
-               n_img / sb[repeats / 2], dec, pre, inf, post, other, 100.0 * sr[repeats / 2]);
+               n_img / sb[repeats / 2], dec, pre, inf, post, other, 100.0 * sr[repeats / 2],
+               100.0 * cratio[repeats / 2]);
         for (int i = 0; i < N_PHOTOS; i++) {
             free(cap[i].det);
             free(cap[i].lmk);
