@@ -26,8 +26,10 @@
  * read_timeout_ms bounds the time a client may take to send a whole HTTP/1.1 request
  * (headers and body: slowloris) and the idle time of a keep-alive or HTTP/2 connection.
  *
- * Error bodies produced here (and the ones h2o itself produces, e.g. 400, 413, 417) are JSON:
- * {"error":{"code":"<snake_case>","message":"..."}}. Every response carries X-Request-Id.
+ * Error bodies produced here (and the ones h2o itself produces for a parsed request, e.g. 400,
+ * 413, 417) are JSON: {"error":{"code":"<snake_case>","message":"..."}}. Exception: a request
+ * that h2o's HTTP/1 parser rejects outright (garbage request line, over 100 headers) gets
+ * libh2o 2.2's fixed text/plain "Bad Request". Every response carries X-Request-Id.
  *
  * SIGPIPE: fw_http_server_start() sets SIGPIPE to SIG_IGN when it still has its default
  * action (h2o writes with writev(), and a peer that closes early must not kill the process). */

@@ -457,9 +457,9 @@ static void handle_gpu_info(fw_http_request *req, void *user)
                         json_string(fw_engine_provider(w->eng, FW_ROLE_EMBEDDER)));
     json_object_set_new(j, "active_providers", active);
     json_t *avail = pack ? json_object_get(pack, "available_providers") : NULL;
-    json_object_set(j, "available_providers", avail ? avail : json_array());
+    json_object_set_new(j, "available_providers", avail ? json_incref(avail) : json_array());
     json_t *ver = pack ? json_object_get(pack, "onnxruntime_version") : NULL;
-    json_object_set(j, "onnxruntime_version", ver ? ver : json_null());
+    json_object_set_new(j, "onnxruntime_version", ver ? json_incref(ver) : json_null());
     json_object_set_new(j, "device", json_null()); /* CPU: no device name or memory */
     json_object_set_new(j, "model_pack", pack ? pack : json_null());
     respond_json(req, 200, j);

@@ -6,6 +6,9 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,9 +110,18 @@ static void emit(const sup *s, fw_supervise_event ev)
 }
 
 /* In the forked child: drop the supervisor's plumbing, then exec or run child_main. */
-static void run_child(const sup *s)
+static void run_child(const sup *s, pid_t parent)
 {
     setpgid(0, 0);
+#ifdef __linux__
+    /* A supervisor killed with SIGKILL cannot stop its child: have the kernel send the child
+     * SIGTERM then (graceful drain), and cover the race where the parent already died. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(1);
+#else
+    (void)parent;
+#endif
     atomic_store(&wake_fd, -1);
     close(s->rfd);
     close(s->wfd);
@@ -168,9 +180,10 @@ static bool on_failure(sup *s, int code, const char *why, uint64_t now, fw_error
 static bool start_child(sup *s, uint64_t now, fw_error *err)
 {
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        run_child(s);
+        run_child(s, parent);
     if (pid < 0) {
         FW_ERROR("supervise", "fork failed", "error=\"%s\"", strerror(errno));
         return on_failure(s, SETUP_FAILED, "fork_failed", now, err);
