@@ -282,9 +282,19 @@ static void cancel_item(fw_batcher *b, bitem *x)
 /* ------------------------------------------------------------------------------------ */
 /* CPU pool                                                                             */
 
+/* True (and x failed with UNAVAILABLE) when nobody waits for x's job any more. */
+static bool abandoned(bitem *x)
+{
+    const fw_batcher_job *d = &x->job->desc;
+    if (!d->cancelled || !d->cancelled(d->user))
+        return false;
+    item_fail(x, FW_ERR_UNAVAILABLE, "the request was abandoned");
+    return true;
+}
+
 static bitem *step_decode(fw_batcher *b, bitem *x)
 {
-    if (fw_pipeline_decode(b->eng, &x->it, b->cfg.stage_times) != FW_OK) {
+    if (abandoned(x) || fw_pipeline_decode(b->eng, &x->it, b->cfg.stage_times) != FW_OK) {
         finish_item(b, x);
         return NULL;
     }
@@ -307,7 +317,9 @@ static bitem *step_prepare(fw_batcher *b, bitem *x)
 {
     fw_error e;
     fw_error_clear(&e);
-    if (!alloc_faces(b, x, x->it.n_dets)) {
+    if (abandoned(x)) {
+        /* failed above; skips alignment and the embedder */
+    } else if (!alloc_faces(b, x, x->it.n_dets)) {
         item_fail(x, FW_ERR_NOMEM, "out of memory");
     } else {
         fw_err rc = fw_pipeline_embed_prepare(b->eng, &x->it, x->chw, b->cfg.stage_times, &e);

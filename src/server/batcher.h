@@ -88,6 +88,11 @@ typedef struct fw_batcher_job {
     fw_result *results;    /* n entries, overwritten; valid until the callback */
     fw_batcher_done_fn done;
     void *user;
+    /* Optional: returns true once nobody waits for the answer (client gone, deadline
+     * passed). Checked before each item is decoded and before its faces are aligned and
+     * embedded; such items end with FW_ERR_UNAVAILABLE and skip the remaining work (the
+     * callback still fires). Called on batcher threads with `user`. */
+    bool (*cancelled)(void *user);
 } fw_batcher_job;
 
 /* Counters since creation (snapshot; fields read without a common lock). */

@@ -74,6 +74,7 @@ typedef struct fw__http_link fw__http_link;
 typedef struct fw__http_req {
     fw_http_request pub; /* first: fw_http_request* <-> fw__http_req* */
     atomic_uint refs;
+    atomic_bool abandoned; /* client gone or deadline passed before the handler answered */
     fw__http_hub *hub;
     size_t loop_index;
     fw__http_loop *loop; /* dereferenced on the loop thread only */
@@ -712,6 +713,8 @@ static void on_link_dispose(void *p)
         h2o_req_t *req = r->h2req;
         r->h2req = NULL;
         r->link = NULL;
+        if (!r->responded)
+            atomic_store(&r->abandoned, true);
         deadline_unlink(r);
         if (h2o_linklist_is_linked(&r->live))
             h2o_linklist_unlink(&r->live);
@@ -744,6 +747,7 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     snprintf(msg, sizeof(msg), "the request was not answered within %u ms",
              r->loop->srv->cfg.request_timeout_ms);
     FW_WARN(LOG_MOD, "request_timeout", "request_id=%s path=%s", r->pub.request_id, r->pub.path);
+    atomic_store(&r->abandoned, true);
     send_error_now(r, 503, "timeout", msg, 1);
 }
 
@@ -834,6 +838,7 @@ static fw__http_req *req_create(fw__http_loop *loop, h2o_req_t *req)
     r->pub.http_version = req->version >= 0x200 ? 2 : 1;
 
     atomic_init(&r->refs, 2); /* handler side + h2o side */
+    atomic_init(&r->abandoned, false);
     r->hub = loop->srv->hub;
     atomic_fetch_add(&r->hub->refs, 1);
     r->loop_index = loop->index;
@@ -1588,6 +1593,11 @@ void fw_http_server_free(fw_http_server *srv)
         stop_loops(srv);
     }
     server_release(srv);
+}
+
+bool fw_http_request_abandoned(const fw_http_request *req)
+{
+    return atomic_load(&((const fw__http_req *)(const void *)req)->abandoned);
 }
 
 const char *fw_http_header(const fw_http_request *req, const char *name)

@@ -36,6 +36,7 @@
 #ifndef FW_SERVER_HTTP_H
 #define FW_SERVER_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -161,6 +162,11 @@ size_t fw_http_server_connections(const fw_http_server *srv);
  * connection whose peer does not read its response within the grace period is abandoned
  * (logged as shutdown_incomplete; that loop's memory is not freed). NULL is a no-op. */
 void fw_http_server_free(fw_http_server *srv);
+
+/* True once nobody waits for req's answer any more: the client went away or the request
+ * deadline passed (and the client got 503). The handler must still answer (the answer is
+ * dropped); work not started yet for it can be skipped. Callable from any thread. */
+bool fw_http_request_abandoned(const fw_http_request *req);
 
 /* Request header value by name (case-insensitive), or NULL. With repeated headers, the
  * first. "host" and "content-length" are available too. Valid as long as req. */

@@ -304,6 +304,13 @@ static void on_job_done(void *user, fw_result *results, size_t n)
     job_respond(c);
 }
 
+/* Batcher hook: skip the work of requests whose client left or whose deadline passed. */
+static bool job_cancelled(void *user)
+{
+    const job_ctx *c = user;
+    return fw_http_request_abandoned(c->req);
+}
+
 static void handle_infer(fw_http_request *req, void *user)
 {
     worker *w = user;
@@ -375,6 +382,7 @@ static void handle_infer(fw_http_request *req, void *user)
         .results = c->job_results,
         .done = on_job_done,
         .user = c,
+        .cancelled = job_cancelled,
     };
     fw_api_analyze_opts(api, &job.opts);
     fw_error err;

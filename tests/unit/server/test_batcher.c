@@ -540,6 +540,43 @@ static void test_embed_images(void **state)
     free(want);
 }
 
+static bool always_cancelled(void *user)
+{
+    (void)user;
+    return true;
+}
+
+/* A job nobody waits for any more is not decoded, detected or embedded: every item ends
+ * UNAVAILABLE, the callback still fires once, and the queue empties. */
+static void test_cancelled_job(void **state)
+{
+    (void)state;
+    fw_blob in[3] = {blob(1), blob(2), blob(3)};
+    fw_result got[3];
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t;
+    tracker_init(&t);
+    jobrec r;
+    rec_init(&r, &t, got, 3);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, in, 3, got, &r);
+    job.cancelled = always_cancelled;
+    fw_error err;
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait(&t, 1));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(got[i].status, FW_ERR_UNAVAILABLE);
+        assert_int_equal(got[i].n_faces, 0);
+    }
+    assert_int_equal(atomic_load(&hk.detect_runs), 0);
+    assert_int_equal(atomic_load(&hk.embed_runs), 0);
+    assert_int_equal(fw_batcher_queue_depth(b), 0);
+    fw_batcher_free(b);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    clear_results(got, 3);
+}
+
 static void test_embed_crops(void **state)
 {
     (void)state;
@@ -923,7 +960,7 @@ int main(void)
         cmocka_unit_test(test_arguments),           cmocka_unit_test(test_matches_engine_analyze),
         cmocka_unit_test(test_batches_across_jobs), cmocka_unit_test(test_detect_jobs),
         cmocka_unit_test(test_embed_crops),
-        cmocka_unit_test(test_embed_images),         cmocka_unit_test(test_bad_items),
+        cmocka_unit_test(test_embed_images),        cmocka_unit_test(test_cancelled_job),         cmocka_unit_test(test_bad_items),
         cmocka_unit_test(test_bounded_queue),       cmocka_unit_test(test_drain),
         cmocka_unit_test(test_drain_timeout),       cmocka_unit_test(test_free_with_jobs_waiting),
         cmocka_unit_test(test_free_mid_pipeline),
