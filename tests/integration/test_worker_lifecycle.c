@@ -398,8 +398,8 @@ static void test_startup_states(void **state)
             json_decref(h);
             loading_seen++;
             fwt_resp rr;
-            fwt_post(w, "/v1/detect", "application/json", "{\"images\":[{\"data\":\"AAAA\"}]}", 29,
-                     FWT_H1, &rr);
+            static const char body[] = "{\"images\":[{\"data\":\"AAAA\"}]}";
+            fwt_post(w, "/v1/detect", "application/json", body, sizeof body - 1, FWT_H1, &rr);
             if (rr.status != 200) { /* it may have become ready in between */
                 fwt_expect_error(&rr, 503, "unavailable");
                 assert_true(atoi(rr.retry_after) >= 1);
