@@ -1109,10 +1109,20 @@ static size_t health_round(fw_client *c, double timeout_s)
                      x->error[0] ? x->error : curl_easy_strerror(x->curl_code));
         } else {
             /* "status" of the health JSON when present ("loading", "draining") */
-            const char *st = x->response.data ? strstr(x->response.data, "\"status\":\"") : NULL;
+            static const char key[] = "\"status\":\"";
+            const char *st = x->response.data
+                                 ? memmem(x->response.data, x->response.len, key, sizeof key - 1)
+                                 : NULL;
             char word[32] = "";
-            if (st)
-                sscanf(st + 10, "%31[a-z_]", word);
+            if (st) {
+                const char *end = x->response.data + x->response.len;
+                size_t k = 0;
+                for (st += sizeof key - 1;
+                     st < end && k < sizeof word - 1 && ((*st >= 'a' && *st <= 'z') || *st == '_');
+                     st++)
+                    word[k++] = *st;
+                word[k] = '\0';
+            }
             snprintf(w->health_error, sizeof w->health_error, "HTTP %ld%s%s", x->http_status,
                      word[0] ? " " : "", word);
         }

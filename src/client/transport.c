@@ -6,7 +6,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/clock.h"
 #include "util/log.h"
+
+#define EXPIRY_GRACE_MS 500u
+#define POLL_MAX_MS 1000
 
 struct fw__transport {
     CURLM *multi;
@@ -66,6 +70,7 @@ void fw__xfer_reset(fw__xfer *x)
     x->retry_after[0] = '\0';
     x->http_version = 0;
     x->new_connects = 0;
+    x->expires_ns = 0;
     x->easy = NULL;
     x->headers = NULL;
     x->next = NULL;
@@ -162,7 +167,10 @@ static void start(fw__transport *t, fw__xfer *x)
         ver = strncmp(x->url, "https:", 6) == 0 ? CURL_HTTP_VERSION_2TLS
                                                 : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
     SETOPT(e, CURLOPT_HTTP_VERSION, ver);
-    if (ver != CURL_HTTP_VERSION_1_1)
+    /* Prior knowledge: wait for the one connection rather than open more. Not for the
+     * Upgrade: every connection starts as HTTP/1.1, and a parked transfer of libcurl 7.x can
+     * outlive its connection. */
+    if (t->opts.http == FW_CLIENT_HTTP_2_PRIOR)
         SETOPT(e, CURLOPT_PIPEWAIT, 1L);
     if (t->api_key_header[0] && !(h = curl_slist_append(h, t->api_key_header)))
         goto fail;
@@ -185,6 +193,8 @@ static void start(fw__transport *t, fw__xfer *x)
     x->headers = h;
     if (h)
         SETOPT(e, CURLOPT_HTTPHEADER, h);
+    /* libcurl's own timeout fires first; this one is the backstop */
+    x->expires_ns = fw_now_ns() + (x->timeout_ms + EXPIRY_GRACE_MS) * 1000000u;
     if (curl_multi_add_handle(t->multi, e) != CURLM_OK)
         goto fail;
     x->next = t->running;
@@ -226,6 +236,31 @@ static void complete(fw__transport *t, CURL *e, CURLcode rc)
     finish(x, rc, NULL);
 }
 
+/* Completes every running transfer past its backstop expiry; returns the milliseconds until
+ * the next one expires (at most POLL_MAX_MS). */
+static int expire(fw__transport *t)
+{
+    uint64_t now = fw_now_ns(), next = UINT64_MAX;
+    for (fw__xfer **p = &t->running; *p;) {
+        fw__xfer *x = *p;
+        if (x->expires_ns > now) {
+            if (x->expires_ns < next)
+                next = x->expires_ns;
+            p = &x->next;
+            continue;
+        }
+        *p = x->next;
+        x->next = NULL;
+        curl_multi_remove_handle(t->multi, x->easy);
+        FW_WARN("client", "transfer expired", "url=%s timeout_ms=%llu", x->url,
+                (unsigned long long)x->timeout_ms);
+        finish(x, CURLE_OPERATION_TIMEDOUT, "the transfer did not finish within its timeout");
+    }
+    if (next == UINT64_MAX || next - now >= (uint64_t)POLL_MAX_MS * 1000000u)
+        return POLL_MAX_MS;
+    return (int)((next - now) / 1000000u) + 1;
+}
+
 static void *io_main(void *arg)
 {
     fw__transport *t = arg;
@@ -253,7 +288,7 @@ static void *io_main(void *arg)
         while ((m = curl_multi_info_read(t->multi, &left)))
             if (m->msg == CURLMSG_DONE)
                 complete(t, m->easy_handle, m->data.result);
-        curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+        curl_multi_poll(t->multi, NULL, 0, expire(t), NULL);
     }
     while (t->running) {
         fw__xfer *x = t->running;

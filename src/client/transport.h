@@ -46,6 +46,7 @@ struct fw__xfer {
     long http_version;              /* CURL_HTTP_VERSION_* actually used */
     long new_connects;              /* connections libcurl opened for this transfer */
     /* internal */
+    uint64_t expires_ns; /* monotonic time after which the transport itself gives up */
     void *easy;
     void *headers;
     fw__xfer *next;
@@ -85,8 +86,10 @@ void fw__xfer_reset(fw__xfer *x);
 void fw__xfer_cleanup(fw__xfer *x);
 
 /* Queues x; thread-safe. done always runs exactly once: on the I/O thread, or (after
- * fw__transport_stop) on the calling thread. A transfer that cannot be set up completes with
- * an error code (CURLE_FAILED_INIT, CURLE_OUT_OF_MEMORY). */
+ * fw__transport_stop) on the calling thread. It runs at the latest shortly after timeout_ms,
+ * even where libcurl would keep a transfer parked (a pending HTTP/2 stream whose connection
+ * died): the transport then completes it with CURLE_OPERATION_TIMEDOUT. A transfer that cannot be
+ * set up completes with an error code (CURLE_FAILED_INIT, CURLE_OUT_OF_MEMORY). */
 void fw__transport_submit(fw__transport *t, fw__xfer *x);
 
 #endif
