@@ -169,8 +169,7 @@ static double bare_time(fw_engine *eng, captured *cap, int rounds, double *cpu)
             if (!cap[i].n_faces)
                 continue;
             if (p->has_landmarks)
-                run_model(lmk->model, cap[i].lmk, cap[i].n_faces, 1, FW_LMK68_SIZE,
-                          FW_LMK68_SIZE);
+                run_model(lmk->model, cap[i].lmk, cap[i].n_faces, 1, FW_LMK68_SIZE, FW_LMK68_SIZE);
             run_model(emb->model, cap[i].emb, cap[i].n_faces, 3, emb->input_h, emb->input_w);
         }
     *cpu = cpu_s() - c0;
@@ -207,21 +206,37 @@ int main(int argc, char **argv)
     const char *models = NULL, *photos = NULL;
     int threads = 1, rounds = 10, batch = 1, repeats = 5;
     static const struct option longopts[] = {
-        {"models", required_argument, 0, 'm'}, {"photos", required_argument, 0, 'p'},
-        {"threads", required_argument, 0, 't'}, {"rounds", required_argument, 0, 'r'},
-        {"batch", required_argument, 0, 'b'},   {"repeats", required_argument, 0, 'n'},
+        {"models", required_argument, 0, 'm'},
+        {"photos", required_argument, 0, 'p'},
+        {"threads", required_argument, 0, 't'},
+        {"rounds", required_argument, 0, 'r'},
+        {"batch", required_argument, 0, 'b'},
+        {"repeats", required_argument, 0, 'n'},
         {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': models = optarg; break;
-        case 'p': photos = optarg; break;
-        case 't': threads = atoi(optarg); break;
-        case 'r': rounds = atoi(optarg); break;
-        case 'b': batch = atoi(optarg); break;
-        case 'n': repeats = atoi(optarg); break;
-        default: return 2;
+        case 'm':
+            models = optarg;
+            break;
+        case 'p':
+            photos = optarg;
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'r':
+            rounds = atoi(optarg);
+            break;
+        case 'b':
+            batch = atoi(optarg);
+            break;
+        case 'n':
+            repeats = atoi(optarg);
+            break;
+        default:
+            return 2;
         }
     }
     if (!photos)
@@ -290,9 +305,8 @@ int main(int argc, char **argv)
         double post = (double)atomic_load(&st_med.postprocess_ns) / 1e6 / n_img;
         double other = wall[mi] * 1e3 / n_img - dec - pre - inf - post;
         printf("| %s | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% | %.1f%% |\n",
-               sets[s].name, sets[s].megapixels, n_img / sw[repeats / 2],
-               n_img / sb[repeats / 2], dec, pre, inf, post, other, 100.0 * sr[repeats / 2],
-               100.0 * cratio[repeats / 2]);
+               sets[s].name, sets[s].megapixels, n_img / sw[repeats / 2], n_img / sb[repeats / 2],
+               dec, pre, inf, post, other, 100.0 * sr[repeats / 2], 100.0 * cratio[repeats / 2]);
         for (int i = 0; i < N_PHOTOS; i++) {
             free(cap[i].det);
             free(cap[i].lmk);

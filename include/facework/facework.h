@@ -28,16 +28,22 @@ extern "C" {
 typedef struct fw_engine fw_engine;
 
 /* Model roles within a pack. */
-typedef enum fw_role { FW_ROLE_DETECTOR = 0, FW_ROLE_LANDMARKS, FW_ROLE_EMBEDDER, FW_ROLE__COUNT } fw_role;
+typedef enum fw_role {
+    FW_ROLE_DETECTOR = 0,
+    FW_ROLE_LANDMARKS,
+    FW_ROLE_EMBEDDER,
+    FW_ROLE__COUNT
+} fw_role;
 
 typedef struct fw_engine_config {
     const char *models_dir; /* NULL: FACEWORK_MODELS, else the pack installed by setup */
-    const char *provider;   /* auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino (NULL: auto) */
+    const char
+        *provider; /* auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino (NULL: auto) */
     /* Per-role provider overrides (NULL: use `provider`). */
     const char *role_provider[FW_ROLE__COUNT];
-    int threads;   /* intra-op threads per session; 0: ONNX Runtime's default */
-    int device_id; /* GPU ordinal for GPU providers */
-    int max_batch; /* largest batch one model run takes (0: 64) */
+    int threads;           /* intra-op threads per session; 0: ONNX Runtime's default */
+    int device_id;         /* GPU ordinal for GPU providers */
+    int max_batch;         /* largest batch one model run takes (0: 64) */
     fw_decode_opts decode; /* byte and pixel limits; min size is chosen by the engine */
 } fw_engine_config;
 
@@ -90,8 +96,7 @@ fw_err fw_engine_analyze(fw_engine *eng, const fw_blob *inputs, size_t n,
 
 /* Same, for images already decoded. */
 fw_err fw_engine_analyze_images(fw_engine *eng, const fw_image *const *images, size_t n,
-                                const fw_analyze_opts *opts, fw_result *results,
-                                fw_error *err);
+                                const fw_analyze_opts *opts, fw_result *results, fw_error *err);
 
 /* Embeds n pre-aligned 112x112 RGB crops (n * 112*112*3 bytes, packed) into
  * out[n * embedding_dim], each L2-normalised. Thread-safe. */

@@ -53,8 +53,8 @@ fw_err fw_image_probe(const uint8_t *data, size_t len, fw_image_info *info, fw_e
  * Limits are checked before any pixel is decoded: TOO_LARGE for bytes, TOO_MANY_PIXELS for
  * the header's width x height. Corrupt or truncated input gives CORRUPT, never a crash.
  * On success *out is owned by the caller. */
-fw_err fw_image_decode(const uint8_t *data, size_t len, const fw_decode_opts *opts,
-                       fw_image **out, fw_error *err);
+fw_err fw_image_decode(const uint8_t *data, size_t len, const fw_decode_opts *opts, fw_image **out,
+                       fw_error *err);
 
 /* Reads a whole file (at most opts->max_bytes) and decodes it. */
 fw_err fw_image_load_file(const char *path, const fw_decode_opts *opts, fw_image **out,
@@ -62,8 +62,7 @@ fw_err fw_image_load_file(const char *path, const fw_decode_opts *opts, fw_image
 
 /* Reads a whole file into a new malloc'd buffer (caller frees); at most max_bytes
  * (0: FW_DEFAULT_MAX_IMAGE_BYTES), TOO_LARGE beyond. */
-fw_err fw_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
-                    fw_error *err);
+fw_err fw_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, fw_error *err);
 
 /* A new zeroed width x height image (orig size = size), or NULL on allocation failure or
  * when width or height <= 0. */

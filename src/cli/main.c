@@ -58,8 +58,17 @@ typedef struct cli_opts {
  * after printing an error. */
 static int parse_opts(int argc, char **argv, cli_opts *o)
 {
-    enum { O_MODELS = 256, O_PROVIDER, O_THREADS, O_MIN_SCORE, O_MAX_FACES, O_MIN_FACE,
-           O_THRESHOLD, O_PRETTY, O_HELP };
+    enum {
+        O_MODELS = 256,
+        O_PROVIDER,
+        O_THREADS,
+        O_MIN_SCORE,
+        O_MAX_FACES,
+        O_MIN_FACE,
+        O_THRESHOLD,
+        O_PRETTY,
+        O_HELP
+    };
     static const struct option longopts[] = {
         {"models", required_argument, 0, O_MODELS},
         {"provider", required_argument, 0, O_PROVIDER},
@@ -105,8 +114,7 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         case O_MAX_FACES:
             o->aopts.max_faces = (int)strtol(optarg, &end, 10);
             if (*end || o->aopts.max_faces < 0) {
-                fprintf(stderr, "facework: --max-faces: not a non-negative integer: %s\n",
-                        optarg);
+                fprintf(stderr, "facework: --max-faces: not a non-negative integer: %s\n", optarg);
                 return -1;
             }
             break;
@@ -348,8 +356,8 @@ static int cmd_analyze(int argc, char **argv, int embed)
         return 1;
     }
     size_t dim = fw_engine_embedding_dim(eng);
-    printf("{\"provider\":\"%s\",\"model\":\"%s\",\"results\":[", fw_engine_provider(eng, FW_ROLE_DETECTOR),
-           fw_engine_pack_name(eng));
+    printf("{\"provider\":\"%s\",\"model\":\"%s\",\"results\":[",
+           fw_engine_provider(eng, FW_ROLE_DETECTOR), fw_engine_pack_name(eng));
     int status = 0;
     size_t failed = 0;
     for (size_t i = 0; i < paths.n; i += CLI_BATCH) {

@@ -22,8 +22,7 @@ int fw_affine_invert(const float M[2][3], float inv[2][3]);
 /* For each dst pixel (x, y), samples img at inv(M)*(x, y) bilinearly (out-of-image
  * samples are 0) and writes packed RGB into dst (dst_w * dst_h * 3). M maps image
  * coordinates to dst coordinates. */
-void fw_warp_affine(const fw_image *img, const float M[2][3], uint8_t *dst, int dst_w,
-                    int dst_h);
+void fw_warp_affine(const fw_image *img, const float M[2][3], uint8_t *dst, int dst_w, int dst_h);
 
 /* L2-normalises v in place; a zero vector stays zero. */
 void fw_l2_normalize(float *v, size_t n);

@@ -8,7 +8,7 @@
 #include "facework/image.h"
 
 typedef struct fw_det {
-    float box[4];  /* x1, y1, x2, y2 in image pixels */
+    float box[4]; /* x1, y1, x2, y2 in image pixels */
     float score;
     float kps[5][2];
     int has_kps;

@@ -417,8 +417,8 @@ static void jpeg_pick_scale(int w, int h, int swap_axes, int min_w, int min_h, i
         return;
     uint64_t best = (uint64_t)w * (uint64_t)h;
     for (int i = 0; i < n; i++) {
-        if (sf[i].num != 1 || (sf[i].denom != 1 && sf[i].denom != 2 && sf[i].denom != 4 &&
-                               sf[i].denom != 8))
+        if (sf[i].num != 1 ||
+            (sf[i].denom != 1 && sf[i].denom != 2 && sf[i].denom != 4 && sf[i].denom != 8))
             continue;
         int sw = TJSCALED(w, sf[i]), sh = TJSCALED(h, sf[i]);
         int ow = swap_axes ? sh : sw, oh = swap_axes ? sw : sh;

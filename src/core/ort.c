@@ -468,7 +468,7 @@ static fw_err open_auto(fw_model *m, const fw_session_opts *opts, fw_error *err)
         }
         if (p == FW_PROVIDER_TENSORRT && !trt_enabled()) {
             FW_DEBUG(MOD, "provider skipped",
-                    "provider=%s reason=\"only when requested or FACEWORK_TRT=1\"", name);
+                     "provider=%s reason=\"only when requested or FACEWORK_TRT=1\"", name);
             continue;
         }
         fw_err rc = try_session(path, opts, p, &m->session, why, sizeof why, err);

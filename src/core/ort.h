@@ -66,8 +66,7 @@ typedef struct fw_model fw_model;
 /* Loads an ONNX file. For AUTO, tries the providers this ORT build and host offer and falls
  * back to CPU, logging why each was skipped; an explicitly requested provider that cannot
  * start is an error (FW_ERR_PROVIDER). *out is owned by the caller. */
-fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **out,
-                     fw_error *err);
+fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **out, fw_error *err);
 void fw_model_free(fw_model *m);
 
 const fw_model_info *fw_model_get_info(const fw_model *m);

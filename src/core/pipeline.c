@@ -93,9 +93,8 @@ static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session
  * initialisation (allocator arenas, kernel selection, GPU graph capture). */
 static void warm_up(fw_engine *eng)
 {
-    fw_pack_model *roles[] = {&eng->pack->detector, eng->pack->has_landmarks
-                                                        ? &eng->pack->landmarks
-                                                        : NULL,
+    fw_pack_model *roles[] = {&eng->pack->detector,
+                              eng->pack->has_landmarks ? &eng->pack->landmarks : NULL,
                               &eng->pack->embedder};
     for (size_t r = 0; r < 3; r++) {
         fw_pack_model *pm = roles[r];
@@ -140,8 +139,8 @@ fw_err fw_engine_new(const fw_engine_config *cfg, fw_engine **out, fw_error *err
     fw_engine *eng = calloc(1, sizeof *eng);
     if (!eng)
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
-    const char *dir = cfg->models_dir && *cfg->models_dir ? cfg->models_dir
-                                                          : fw_default_models_dir();
+    const char *dir =
+        cfg->models_dir && *cfg->models_dir ? cfg->models_dir : fw_default_models_dir();
     snprintf(eng->models_dir, sizeof eng->models_dir, "%s", dir);
     eng->max_batch = cfg->max_batch > 0 ? cfg->max_batch : DEFAULT_MAX_BATCH;
     eng->decode = cfg->decode;
@@ -157,8 +156,8 @@ fw_err fw_engine_new(const fw_engine_config *cfg, fw_engine **out, fw_error *err
             eng->pack->name, eng->models_dir, fw_model_kind_name(eng->pack->detector.kind),
             fw_engine_provider(eng, FW_ROLE_DETECTOR),
             eng->pack->has_landmarks ? fw_engine_provider(eng, FW_ROLE_LANDMARKS) : "none",
-            fw_model_kind_name(eng->pack->embedder.kind),
-            fw_engine_provider(eng, FW_ROLE_EMBEDDER), eng->pack->embedding_dim);
+            fw_model_kind_name(eng->pack->embedder.kind), fw_engine_provider(eng, FW_ROLE_EMBEDDER),
+            eng->pack->embedding_dim);
     *out = eng;
     return FW_OK;
 }
@@ -325,8 +324,8 @@ fw_err fw_pipeline_decode(fw_engine *eng, fw_item *it, fw_stage_times *st)
 static size_t model_input_floats(const fw_pack_model *pm)
 {
     const fw_model_info *info = fw_model_get_info(pm->model);
-    int c = info->inputs[0].rank >= 4 && info->inputs[0].dims[1] > 0 ? (int)info->inputs[0].dims[1]
-                                                                     : 3;
+    int c =
+        info->inputs[0].rank >= 4 && info->inputs[0].dims[1] > 0 ? (int)info->inputs[0].dims[1] : 3;
     return (size_t)c * (size_t)pm->input_w * (size_t)pm->input_h;
 }
 
@@ -368,8 +367,8 @@ static fw_err scrfd_find_layout(const fw_pack_model *det, const fw_tensor *outs,
         else if (batch > 1)
             rows /= (int64_t)batch; /* [N*A, k] exports */
         for (int l = 0; l < 3; l++) {
-            int64_t a = (int64_t)(det->input_h / strides[l]) * (det->input_w / strides[l]) *
-                        L->anchors;
+            int64_t a =
+                (int64_t)(det->input_h / strides[l]) * (det->input_w / strides[l]) * L->anchors;
             if (rows != a)
                 continue;
             if (last == 1)
@@ -383,8 +382,8 @@ static fw_err scrfd_find_layout(const fw_pack_model *det, const fw_tensor *outs,
     for (int l = 0; l < 3; l++)
         if (L->score_out[l] < 0 || L->bbox_out[l] < 0)
             return fw_error_set(err, FW_ERR_MODEL,
-                                "SCRFD outputs do not match strides 8/16/32 at %dx%d",
-                                det->input_w, det->input_h);
+                                "SCRFD outputs do not match strides 8/16/32 at %dx%d", det->input_w,
+                                det->input_h);
     return FW_OK;
 }
 
@@ -534,7 +533,7 @@ static fw_err landmarks_run(fw_engine *eng, fw_item *const *items, size_t n, fw_
     const size_t per = FW_LMK68_SIZE * FW_LMK68_SIZE;
     const size_t chunk = lm->batch_dynamic ? (size_t)eng->max_batch : 1;
     float *input = malloc(chunk * per * sizeof *input);
-    float (*crops)[4] = malloc(chunk * sizeof *crops);
+    float(*crops)[4] = malloc(chunk * sizeof *crops);
     fw_det **owners = malloc(chunk * sizeof *owners);
     fw_err rc = FW_OK;
     if (!input || !crops || !owners) {
@@ -671,8 +670,8 @@ static double needed_scale(const fw_item *it)
     double need = 0;
     for (size_t k = 0; k < it->n_dets; k++) {
         float M[2][3];
-        if (fw_similarity_estimate((const float(*)[2])it->dets[k].kps, fw_arcface_template, 5,
-                                   M) != 0)
+        if (fw_similarity_estimate((const float(*)[2])it->dets[k].kps, fw_arcface_template, 5, M) !=
+            0)
             continue;
         double s = sqrt(fabs((double)M[0][0] * M[1][1] - (double)M[0][1] * M[1][0]));
         if (s > need)
@@ -915,8 +914,7 @@ fw_err fw_engine_embed_aligned(fw_engine *eng, const uint8_t *crops, size_t n, f
                                fw_error *err)
 {
     if (!eng || (n && (!crops || !out)))
-        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
-                            "fw_engine_embed_aligned: NULL argument");
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fw_engine_embed_aligned: NULL argument");
     const fw_pack_model *emb = &eng->pack->embedder;
     if (emb->input_w != FW_ALIGNED_SIZE || emb->input_h != FW_ALIGNED_SIZE)
         return fw_error_set(err, FW_ERR_UNSUPPORTED, "embedder input is %dx%d, not 112x112",
@@ -927,8 +925,8 @@ fw_err fw_engine_embed_aligned(fw_engine *eng, const uint8_t *crops, size_t n, f
     if (!chw)
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++)
-        fw_pre_rgb_to_chw(crops + i * crop_bytes, FW_ALIGNED_SIZE, FW_ALIGNED_SIZE,
-                          emb->norm.mean, emb->norm.std, chw + i * per);
+        fw_pre_rgb_to_chw(crops + i * crop_bytes, FW_ALIGNED_SIZE, FW_ALIGNED_SIZE, emb->norm.mean,
+                          emb->norm.std, chw + i * per);
     fw_err rc = n ? fw_pipeline_embed_run(eng, chw, n, out, NULL, err) : FW_OK;
     free(chw);
     return rc;

@@ -355,8 +355,8 @@ static bitem *step_crop(fw_batcher *b, bitem *x)
             item_fail(x, rc, e.message);
         } else if (img->width != FW_ALIGNED_SIZE || img->height != FW_ALIGNED_SIZE) {
             char msg[96];
-            snprintf(msg, sizeof msg, "expected a 112x112 aligned face crop, got %dx%d",
-                     img->width, img->height);
+            snprintf(msg, sizeof msg, "expected a 112x112 aligned face crop, got %dx%d", img->width,
+                     img->height);
             item_fail(x, FW_ERR_INVALID_ARGUMENT, msg);
         } else {
             rgb = img->pixels;
@@ -375,8 +375,7 @@ static bitem *step_crop(fw_batcher *b, bitem *x)
         return NULL;
     }
     uint64_t t0 = now_ns();
-    fw_pre_rgb_to_chw(rgb, FW_ALIGNED_SIZE, FW_ALIGNED_SIZE, emb->norm.mean, emb->norm.std,
-                      x->chw);
+    fw_pre_rgb_to_chw(rgb, FW_ALIGNED_SIZE, FW_ALIGNED_SIZE, emb->norm.mean, emb->norm.std, x->chw);
     fw_image_free(img);
     if (b->cfg.stage_times)
         atomic_fetch_add(&b->cfg.stage_times->preprocess_ns, now_ns() - t0);

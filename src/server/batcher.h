@@ -42,9 +42,9 @@ typedef struct fw_batcher fw_batcher;
  * aligned crop, decoded on the CPU pool within the engine's limits; a decode failure is
  * that item's error, another size is INVALID_ARGUMENT. */
 typedef enum fw_job_kind {
-    FW_JOB_ANALYZE = 0, /* detect + embed (embed skipped when opts.embed is false) */
-    FW_JOB_DETECT,      /* detect only: faces carry no embedding */
-    FW_JOB_EMBED_CROPS, /* embed pre-aligned crops (raw RGB) */
+    FW_JOB_ANALYZE = 0,  /* detect + embed (embed skipped when opts.embed is false) */
+    FW_JOB_DETECT,       /* detect only: faces carry no embedding */
+    FW_JOB_EMBED_CROPS,  /* embed pre-aligned crops (raw RGB) */
     FW_JOB_EMBED_IMAGES, /* embed pre-aligned crops (encoded images) */
 } fw_job_kind;
 

@@ -959,8 +959,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arguments),           cmocka_unit_test(test_matches_engine_analyze),
         cmocka_unit_test(test_batches_across_jobs), cmocka_unit_test(test_detect_jobs),
-        cmocka_unit_test(test_embed_crops),
-        cmocka_unit_test(test_embed_images),        cmocka_unit_test(test_cancelled_job),         cmocka_unit_test(test_bad_items),
+        cmocka_unit_test(test_embed_crops),         cmocka_unit_test(test_embed_images),
+        cmocka_unit_test(test_cancelled_job),       cmocka_unit_test(test_bad_items),
         cmocka_unit_test(test_bounded_queue),       cmocka_unit_test(test_drain),
         cmocka_unit_test(test_drain_timeout),       cmocka_unit_test(test_free_with_jobs_waiting),
         cmocka_unit_test(test_free_mid_pipeline),
