@@ -9,10 +9,21 @@
  *     call pattern (detector batch 1, landmarks and embedder batched per image).
  * Overhead = (pipeline wall - bare inference) / bare inference: the goal is <= 15%.
  *
- * usage: fw_bench [--models DIR] [--photos DIR] [--threads N] [--rounds R] [--batch B]
+ * --ceiling: the bare-model ceiling on the provider instead (the GPU figure the worker is
+ * compared with): the captured tensors of the six photos tiled into batches of B images
+ * (B from --ceiling-batches, default 1,8,32,64), each batch one detector run, then its faces
+ * (B x 22/6 on average) through the landmark and embedding models in runs of at most
+ * --max-batch faces, on --streams threads at once (default 2: while one stream's batch is
+ * copied, another's runs). Images/s per B, each model's ms per run; the last line reads
+ * "ceiling_best_img_per_s=N" for scripts.
+ *
+ * usage: fw_bench [--models DIR] [--photos DIR] [--provider P] [--threads N] [--rounds R]
+ *                 [--batch B] [--repeats N] [--max-batch N]
+ *                 [--ceiling [--ceiling-batches 1,8,64] [--streams S] [--seconds T]]
  */
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,10 +212,184 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* --ceiling: the bare models at batch B, S streams                                     */
+
+typedef struct ceiling_plan {
+    fw_engine *eng;
+    int batch, max_faces;
+    float *det;       /* batch x detector input */
+    float *lmk, *emb; /* faces x inputs */
+    size_t faces;     /* faces of the batch */
+    double seconds;   /* measured window per stream */
+} ceiling_plan;
+
+typedef struct ceiling_stream {
+    const ceiling_plan *plan;
+    uint64_t batches;
+    double det_s, lmk_s, emb_s, wall_s;
+    uint64_t det_runs, lmk_runs, emb_runs;
+} ceiling_stream;
+
+static double timed_run(fw_model *m, const float *in, size_t n, int c, int h, int w)
+{
+    double t0 = now_s();
+    run_model(m, in, n, c, h, w);
+    return now_s() - t0;
+}
+
+static void *ceiling_thread(void *arg)
+{
+    ceiling_stream *cs = arg;
+    const ceiling_plan *pl = cs->plan;
+    const fw_pack *p = fw__engine_pack(pl->eng);
+    fw_model *det = fw__engine_model(pl->eng, FW_ROLE_DETECTOR);
+    fw_model *lmk = fw__engine_model(pl->eng, FW_ROLE_LANDMARKS);
+    fw_model *emb = fw__engine_model(pl->eng, FW_ROLE_EMBEDDER);
+    const size_t lper = FW_LMK68_SIZE * FW_LMK68_SIZE;
+    const size_t eper = fw_pipeline_embed_input_size(pl->eng);
+    double t0 = now_s();
+    while (now_s() - t0 < pl->seconds || cs->batches == 0) {
+        cs->det_s +=
+            timed_run(det, pl->det, (size_t)pl->batch, 3, p->detector.input_h, p->detector.input_w);
+        cs->det_runs++;
+        for (size_t f = 0; f < pl->faces; f += (size_t)pl->max_faces) {
+            size_t c =
+                pl->faces - f < (size_t)pl->max_faces ? pl->faces - f : (size_t)pl->max_faces;
+            if (p->has_landmarks) {
+                cs->lmk_s += timed_run(lmk, pl->lmk + f * lper, c, 1, FW_LMK68_SIZE, FW_LMK68_SIZE);
+                cs->lmk_runs++;
+            }
+            cs->emb_s +=
+                timed_run(emb, pl->emb + f * eper, c, 3, p->embedder.input_h, p->embedder.input_w);
+            cs->emb_runs++;
+        }
+        cs->batches++;
+    }
+    cs->wall_s = now_s() - t0;
+    return NULL;
+}
+
+/* Tiles the captured tensors of the photos into one batch of B images. */
+static void ceiling_fill(fw_engine *eng, captured *cap, int batch, ceiling_plan *pl)
+{
+    const fw_pack *p = fw__engine_pack(eng);
+    const size_t dper = 3 * (size_t)p->detector.input_w * (size_t)p->detector.input_h;
+    const size_t lper = FW_LMK68_SIZE * FW_LMK68_SIZE;
+    const size_t eper = fw_pipeline_embed_input_size(eng);
+    pl->batch = batch;
+    pl->faces = 0;
+    for (int b = 0; b < batch; b++)
+        pl->faces += cap[b % N_PHOTOS].n_faces;
+    /* pinned host memory on a GPU session: the ceiling copies as fast as the engine can */
+    pl->det = fw_model_host_alloc(fw__engine_model(eng, FW_ROLE_DETECTOR),
+                                  sizeof(float) * dper * (size_t)batch);
+    pl->lmk = fw_model_host_alloc(fw__engine_model(eng, FW_ROLE_LANDMARKS),
+                                  sizeof(float) * lper * (pl->faces ? pl->faces : 1));
+    pl->emb = fw_model_host_alloc(fw__engine_model(eng, FW_ROLE_EMBEDDER),
+                                  sizeof(float) * eper * (pl->faces ? pl->faces : 1));
+    if (!pl->det || !pl->lmk || !pl->emb)
+        die("alloc", NULL);
+    size_t f = 0;
+    for (int b = 0; b < batch; b++) {
+        const captured *c = &cap[b % N_PHOTOS];
+        memcpy(pl->det + (size_t)b * dper, c->det, sizeof(float) * dper);
+        memcpy(pl->lmk + f * lper, c->lmk, sizeof(float) * lper * c->n_faces);
+        memcpy(pl->emb + f * eper, c->emb, sizeof(float) * eper * c->n_faces);
+        f += c->n_faces;
+    }
+}
+
+/* Parses "1,8,32,64" into out (at most cap); returns the count (0: malformed). */
+static int parse_list(const char *s, int *out, int cap)
+{
+    int n = 0;
+    while (*s && n < cap) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096)
+            return 0;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return 0;
+    }
+    return n;
+}
+
+static int run_ceiling(fw_engine *eng, const image_set *set, const char *batches, int streams,
+                       int max_faces, double seconds)
+{
+    int bs[16];
+    int nb = parse_list(batches, bs, 16);
+    if (nb == 0 || streams < 1 || streams > 64) {
+        fprintf(stderr, "fw_bench: bad --ceiling-batches or --streams\n");
+        return 2;
+    }
+    captured cap[N_PHOTOS];
+    size_t faces = 0;
+    for (int i = 0; i < N_PHOTOS; i++) {
+        capture(eng, &set->blobs[i], &cap[i]);
+        faces += cap[i].n_faces;
+    }
+    printf("## bare-model ceiling (%s photos, %.2f faces per image; providers: detector=%s "
+           "landmarks=%s embedder=%s; %d streams, faces in runs of <= %d)\n\n",
+           set->name, (double)faces / N_PHOTOS, fw_engine_provider(eng, FW_ROLE_DETECTOR),
+           fw_engine_provider(eng, FW_ROLE_LANDMARKS), fw_engine_provider(eng, FW_ROLE_EMBEDDER),
+           streams, max_faces);
+    printf("| images per batch | img/s | detector ms/run | landmarks ms/run | embedder ms/run | "
+           "model busy %% of wall (sum over streams) |\n|---|---|---|---|---|---|\n");
+    double best = 0;
+    for (int k = 0; k < nb; k++) {
+        ceiling_plan pl = {.eng = eng, .max_faces = max_faces, .seconds = seconds};
+        ceiling_fill(eng, cap, bs[k], &pl);
+        /* warm-up: one pass at this shape on every stream's session */
+        ceiling_plan warm = pl;
+        warm.seconds = 0;
+        ceiling_stream ws = {.plan = &warm};
+        ceiling_thread(&ws);
+        ceiling_stream cs[64];
+        pthread_t th[64];
+        for (int t = 0; t < streams; t++) {
+            memset(&cs[t], 0, sizeof cs[t]);
+            cs[t].plan = &pl;
+            if (pthread_create(&th[t], NULL, ceiling_thread, &cs[t]))
+                die("pthread_create", NULL);
+        }
+        double imgs = 0, wall = 0, det = 0, lmk = 0, emb = 0;
+        uint64_t dr = 0, lr = 0, er = 0;
+        for (int t = 0; t < streams; t++) {
+            pthread_join(th[t], NULL);
+            imgs += (double)cs[t].batches * bs[k];
+            wall = cs[t].wall_s > wall ? cs[t].wall_s : wall;
+            det += cs[t].det_s, lmk += cs[t].lmk_s, emb += cs[t].emb_s;
+            dr += cs[t].det_runs, lr += cs[t].lmk_runs, er += cs[t].emb_runs;
+        }
+        double rate = imgs / wall;
+        best = rate > best ? rate : best;
+        char lms[32] = "-";
+        if (lr)
+            snprintf(lms, sizeof lms, "%.2f", 1e3 * lmk / (double)lr);
+        printf("| %d | %.1f | %.2f | %s | %.2f | %.0f%% |\n", bs[k], rate, 1e3 * det / (double)dr,
+               lms, 1e3 * emb / (double)(er ? er : 1), 100.0 * (det + lmk + emb) / wall);
+        fw_model_host_free(fw__engine_model(eng, FW_ROLE_DETECTOR), pl.det);
+        fw_model_host_free(fw__engine_model(eng, FW_ROLE_LANDMARKS), pl.lmk);
+        fw_model_host_free(fw__engine_model(eng, FW_ROLE_EMBEDDER), pl.emb);
+    }
+    printf("\nceiling_best_img_per_s=%.1f\n", best);
+    for (int i = 0; i < N_PHOTOS; i++) {
+        free(cap[i].det);
+        free(cap[i].lmk);
+        free(cap[i].emb);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *models = NULL, *photos = NULL;
-    int threads = 1, rounds = 10, batch = 1, repeats = 5;
+    const char *models = NULL, *photos = NULL, *provider = "auto", *batches = "1,8,32,64";
+    int threads = 1, rounds = 10, batch = 1, repeats = 5, ceiling = 0, streams = 2, max_batch = 64;
+    double seconds = 3;
     static const struct option longopts[] = {
         {"models", required_argument, 0, 'm'},
         {"photos", required_argument, 0, 'p'},
@@ -212,6 +397,12 @@ int main(int argc, char **argv)
         {"rounds", required_argument, 0, 'r'},
         {"batch", required_argument, 0, 'b'},
         {"repeats", required_argument, 0, 'n'},
+        {"provider", required_argument, 0, 'P'},
+        {"max-batch", required_argument, 0, 'M'},
+        {"ceiling", no_argument, 0, 'C'},
+        {"ceiling-batches", required_argument, 0, 'B'},
+        {"streams", required_argument, 0, 'S'},
+        {"seconds", required_argument, 0, 's'},
         {0, 0, 0, 0},
     };
     int c;
@@ -235,6 +426,24 @@ int main(int argc, char **argv)
         case 'n':
             repeats = atoi(optarg);
             break;
+        case 'P':
+            provider = optarg;
+            break;
+        case 'M':
+            max_batch = atoi(optarg);
+            break;
+        case 'C':
+            ceiling = 1;
+            break;
+        case 'B':
+            batches = optarg;
+            break;
+        case 'S':
+            streams = atoi(optarg);
+            break;
+        case 's':
+            seconds = atof(optarg);
+            break;
         default:
             return 2;
         }
@@ -243,14 +452,17 @@ int main(int argc, char **argv)
         photos = getenv("FW_PHOTOS_DIR");
     if (!photos)
         photos = FW_SOURCE_DIR "/.deps/photos";
-    if (batch < 1 || batch > N_PHOTOS || rounds < 1 || repeats < 1) {
-        fprintf(stderr, "fw_bench: bad --batch/--rounds/--repeats\n");
+    if (batch < 1 || batch > N_PHOTOS || rounds < 1 || repeats < 1 || max_batch < 1 ||
+        !(seconds > 0)) {
+        fprintf(stderr, "fw_bench: bad --batch/--rounds/--repeats/--max-batch/--seconds\n");
         return 2;
     }
     fw_engine_config cfg;
     fw_engine_config_init(&cfg);
     cfg.models_dir = models;
     cfg.threads = threads;
+    cfg.provider = provider;
+    cfg.max_batch = max_batch;
     fw_engine *eng;
     fw_error e;
     if (fw_engine_new(&cfg, &eng, &e))
@@ -258,6 +470,14 @@ int main(int argc, char **argv)
 
     image_set sets[2];
     load_sets(photos, &sets[0], &sets[1]);
+    if (ceiling) {
+        int rc = run_ceiling(eng, &sets[1], batches, streams, max_batch, seconds);
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < N_PHOTOS; i++)
+                free(sets[s].owned[i]);
+        fw_engine_free(eng);
+        return rc;
+    }
     printf("## in-process pipeline vs bare models (threads=%d, batch=%d, %d rounds x %d "
            "images, median of %d)\n\n",
            threads, batch, rounds, N_PHOTOS, repeats);
@@ -313,7 +533,8 @@ int main(int argc, char **argv)
             free(cap[i].emb);
         }
     }
-    printf("\nproviders: detector=%s embedder=%s\n", fw_engine_provider(eng, FW_ROLE_DETECTOR),
+    printf("\nproviders: detector=%s landmarks=%s embedder=%s\n",
+           fw_engine_provider(eng, FW_ROLE_DETECTOR), fw_engine_provider(eng, FW_ROLE_LANDMARKS),
            fw_engine_provider(eng, FW_ROLE_EMBEDDER));
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < N_PHOTOS; i++)

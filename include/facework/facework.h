@@ -35,17 +35,50 @@ typedef enum fw_role {
     FW_ROLE__COUNT
 } fw_role;
 
+/* Warm-up at load (fw_engine_config.warmup). */
+#define FW_WARMUP_AUTO 0  /* batch 1 on the CPU; every power of two up to max_batch on a GPU */
+#define FW_WARMUP_NONE -1 /* none: the first requests pay for lazy initialisation */
+#define FW_WARMUP_ONE 1   /* batch 1 only */
+#define FW_WARMUP_ALL 2   /* every power of two up to max_batch (and max_batch itself) */
+
 typedef struct fw_engine_config {
     const char *models_dir; /* NULL: FACEWORK_MODELS, else the pack installed by setup */
     const char
         *provider; /* auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino (NULL: auto) */
-    /* Per-role provider overrides (NULL: use `provider`). */
+    /* Per-role provider overrides (NULL: use `provider`), e.g. detection on the CPU and
+     * embedding on the GPU. */
     const char *role_provider[FW_ROLE__COUNT];
     int threads;           /* intra-op threads per session; 0: ONNX Runtime's default */
     int device_id;         /* GPU ordinal for GPU providers */
     int max_batch;         /* largest batch one model run takes (0: 64) */
     fw_decode_opts decode; /* byte and pixel limits; min size is chosen by the engine */
+    int warmup;            /* FW_WARMUP_* (0: auto) */
+
+    /* GPU providers (CUDA, TensorRT); ignored elsewhere. Zero values are the defaults. */
+    size_t gpu_mem_limit;         /* bytes the CUDA arena of each session may hold; 0: none */
+    const char *gpu_arena_extend; /* "next_power_of_two" (NULL: default) or "same_as_requested" */
+    const char *cudnn_conv_algo;  /* "heuristic" (NULL: default), "exhaustive" or "default" */
+    bool gpu_pageable_io;         /* plain runs on pageable buffers instead of pinned host
+                                     buffers and outputs bound to pinned memory */
+    const char *trt_cache_dir;    /* TensorRT engine and timing caches (kept across restarts);
+                                     NULL: $FACEWORK_TRT_CACHE, else ~/.cache/facework/trt */
+    bool trt_fp16;                /* let TensorRT use FP16 kernels */
 } fw_engine_config;
+
+/* Where a role runs and how its device has behaved (fw_engine_role_status). A model run that
+ * fails on a GPU (a CUDA error, out of memory) is split in halves and retried; a single item
+ * that fails twice on a GPU moves the role to the CPU provider for the rest of the process. */
+typedef struct fw_role_status {
+    const char *provider;   /* serving now: "cpu", "cuda", ...; "none" when the pack lacks it */
+    bool on_device;         /* served by an accelerator */
+    bool fell_back;         /* moved to the CPU after device faults */
+    char fallback_from[32]; /* the provider it left ("" unless fell_back) */
+    char fallback_reason[FW_ERROR_MESSAGE_MAX]; /* the failure that moved it */
+    uint64_t failed_runs;   /* model runs that failed (each then split or retried) */
+    uint64_t split_batches; /* failed batches split in halves */
+    uint64_t retries;       /* single-item runs retried */
+    int batch_cap;          /* largest batch since an out-of-memory error; 0: no cap */
+} fw_role_status;
 
 typedef struct fw_analyze_opts {
     float min_score;     /* detector threshold; <= 0: the detector's default */
@@ -108,8 +141,15 @@ void fw_align_face(const fw_image *img, const float landmarks[5][2], uint8_t *cr
 
 size_t fw_engine_embedding_dim(const fw_engine *eng);
 
-/* Name of the execution provider actually serving a role ("cpu", "cuda", ...). */
+/* Name of the execution provider actually serving a role ("cpu", "cuda", ...); after a
+ * fallback, "cpu". Thread-safe. */
 const char *fw_engine_provider(const fw_engine *eng, fw_role role);
+
+/* Fills *out with where role runs now and its fault counters. Thread-safe. */
+void fw_engine_role_status(const fw_engine *eng, fw_role role, fw_role_status *out);
+
+/* "detector", "landmarks", "embedder". */
+const char *fw_role_name(fw_role role);
 
 /* The model pack's directory and a short name ("default", "buffalo_l", ...). */
 const char *fw_engine_models_dir(const fw_engine *eng);

@@ -1,6 +1,7 @@
 /* ONNX Runtime sessions: the only file that includes onnxruntime_c_api.h. */
 #include "core/ort.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -176,6 +177,60 @@ static int provider_in_build(fw_provider p)
     return (g_avail_mask >> p) & 1;
 }
 
+static int g_trt_libs;
+static pthread_once_t g_trt_once = PTHREAD_ONCE_INIT;
+
+static void trt_probe(void)
+{
+    void *h = dlopen("libnvinfer.so.10", RTLD_LAZY | RTLD_LOCAL);
+    g_trt_libs = h != NULL;
+    if (h)
+        dlclose(h);
+}
+
+int fw_ort_tensorrt_libs_present(void)
+{
+    pthread_once(&g_trt_once, trt_probe);
+    return g_trt_libs;
+}
+
+void fw_ort_trt_cache_dir(const fw_session_opts *opts, char *buf, size_t cap)
+{
+    const char *dir = opts && opts->trt_cache_dir && *opts->trt_cache_dir
+                          ? opts->trt_cache_dir
+                          : getenv("FACEWORK_TRT_CACHE");
+    if (dir && *dir) {
+        snprintf(buf, cap, "%s", dir);
+        return;
+    }
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(buf, cap, "%s/facework/trt", xdg);
+    else
+        snprintf(buf, cap, "%s/.cache/facework/trt", home && *home ? home : "/tmp");
+}
+
+int fw_ort_is_oom_message(const char *msg)
+{
+    static const char *const needles[] = {
+        "out of memory",       "failed to allocate",        "alloc_failed",
+        "bad_alloc",           "cudaerrormemoryallocation", "available memory of",
+        "insufficient memory", "memory allocation failed",
+    };
+    if (!msg)
+        return 0;
+    char low[FW_ERROR_MESSAGE_MAX * 2];
+    size_t n = 0;
+    for (; msg[n] && n < sizeof low - 1; n++)
+        low[n] = (char)((msg[n] >= 'A' && msg[n] <= 'Z') ? msg[n] - 'A' + 'a' : msg[n]);
+    low[n] = '\0';
+    for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+        if (strstr(low, needles[i]))
+            return 1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* the model                                                                            */
 
@@ -186,6 +241,18 @@ struct fw_model {
     fw_model_info info;
     const char *in_names[4];
     const char *out_names[FW_MAX_OUTPUTS];
+    fw_session_opts opts; /* as loaded; trt_cache_dir points at trt_dir */
+    char trt_dir[1024];
+    /* Pinned I/O (CUDA, TensorRT): ORT's pinned host allocator for inputs, and outputs
+     * bound to pinned memory. bound_state: 0 untried, 1 works, -1 disabled. */
+    OrtMemoryInfo *pinned_mem;
+    OrtAllocator *pinned_alloc;
+    atomic_int bound_state;
+    atomic_int bound_misses; /* bound runs that failed where a plain run then worked */
+    /* Test hook (fw__model_set_faults). */
+    fw_fault_spec fault;
+    int has_fault;
+    atomic_ulong runs;
 };
 
 /* Copies an OrtStatus's message into a buffer and releases it. ORT prefixes messages with
@@ -222,11 +289,130 @@ static fw_err ort_fail(OrtStatus *st, fw_err code, fw_error *err, const char *wh
     return fw_error_set(err, code, "%s: %s", what, msg);
 }
 
-/* Appends one provider to opts; on failure returns 0 and writes ORT's reason. */
-static int append_provider(OrtSessionOptions *so, fw_provider p, int device_id, char *why,
-                           size_t why_cap)
+/* TensorRT optimisation profile for a model whose batch dimension is symbolic:
+ * "name:1x3x240x320" (min), and the same at the largest batch (opt and max). Empty strings
+ * when the model has no symbolic batch or other symbolic dimensions (TensorRT then builds
+ * an engine for each shape it meets). */
+typedef struct trt_profile {
+    char min[512], max[512];
+} trt_profile;
+
+/* Creates a session for path with provider p appended (CPU: none); see below. */
+static fw_err try_session(const char *path, const fw_session_opts *opts, fw_provider p,
+                          OrtSession **out, char *why, size_t why_cap, fw_error *err);
+
+/* Fills prof from the model's input signature, read from a throw-away CPU session. */
+static void trt_profile_for(const char *path, const fw_session_opts *opts, trt_profile *prof)
+{
+    prof->min[0] = prof->max[0] = '\0';
+    fw_session_opts cpu = {.provider = FW_PROVIDER_CPU, .threads = 1};
+    OrtSession *s = NULL;
+    char why[FW_ERROR_MESSAGE_MAX];
+    if (try_session(path, &cpu, FW_PROVIDER_CPU, &s, why, sizeof why, NULL) != FW_OK)
+        return;
+    OrtAllocator *alloc = NULL;
+    OrtStatus *st = g_api->GetAllocatorWithDefaultOptions(&alloc);
+    size_t n_in = 0;
+    if (!st)
+        st = g_api->SessionGetInputCount(s, &n_in);
+    size_t off_min = 0, off_max = 0;
+    int ok = !st && n_in >= 1;
+    if (st)
+        g_api->ReleaseStatus(st);
+    const int max_batch = opts->trt_max_batch > 0 ? opts->trt_max_batch : 64;
+    for (size_t i = 0; ok && i < n_in; i++) {
+        char *name = NULL;
+        OrtTypeInfo *ti = NULL;
+        const OrtTensorTypeAndShapeInfo *tsi = NULL;
+        int64_t dims[FW_MAX_RANK];
+        size_t rank = 0;
+        st = g_api->SessionGetInputName(s, i, alloc, &name);
+        if (!st)
+            st = g_api->SessionGetInputTypeInfo(s, i, &ti);
+        if (!st)
+            st = g_api->CastTypeInfoToTensorInfo(ti, &tsi);
+        if (!st && tsi)
+            st = g_api->GetDimensionsCount(tsi, &rank);
+        if (!st && tsi && rank >= 1 && rank <= FW_MAX_RANK)
+            st = g_api->GetDimensions(tsi, dims, rank);
+        if (st) {
+            g_api->ReleaseStatus(st);
+            ok = 0;
+        } else if (!tsi || rank < 1 || rank > FW_MAX_RANK || dims[0] > 0) {
+            ok = 0; /* not a tensor, or a fixed batch: no profile needed */
+        } else {
+            for (size_t d = 1; d < rank; d++)
+                if (dims[d] <= 0)
+                    ok = 0;
+        }
+        if (ok) {
+            for (int which = 0; which < 2; which++) {
+                char *buf = which ? prof->max : prof->min;
+                size_t *off = which ? &off_max : &off_min;
+                size_t cap = sizeof prof->min;
+                *off += (size_t)snprintf(buf + *off, cap - *off, "%s%s:%d", i ? "," : "", name,
+                                         which ? max_batch : 1);
+                for (size_t d = 1; d < rank && *off < cap; d++)
+                    *off += (size_t)snprintf(buf + *off, cap - *off, "x%lld", (long long)dims[d]);
+                if (*off >= cap)
+                    ok = 0;
+            }
+        }
+        if (ti)
+            g_api->ReleaseTypeInfo(ti);
+        if (name) {
+            st = g_api->AllocatorFree(alloc, name);
+            if (st)
+                g_api->ReleaseStatus(st);
+        }
+    }
+    g_api->ReleaseSession(s);
+    if (!ok)
+        prof->min[0] = prof->max[0] = '\0';
+}
+
+/* Creates dir and its parents (mode 0700 for new ones); returns 0 on success. */
+static int mkdir_p(const char *dir)
+{
+    char tmp[1024];
+    size_t n = (size_t)snprintf(tmp, sizeof tmp, "%s", dir);
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* The CUDA options were refused (an ORT build that does not know one of them, say): retry
+ * with the device id alone (keys[0]). Returns NULL when that was accepted (st is then
+ * released and the reason logged), else st. */
+static OrtStatus *retry_cuda_device_only(OrtCUDAProviderOptionsV2 *cuda, OrtStatus *st,
+                                         const char *const *keys, const char *const *vals)
+{
+    OrtStatus *st2 = g_api->UpdateCUDAProviderOptions(cuda, keys, vals, 1);
+    if (st2) {
+        g_api->ReleaseStatus(st2);
+        return st;
+    }
+    char why[FW_ERROR_MESSAGE_MAX];
+    status_msg(st, why, sizeof why);
+    FW_WARN(MOD, "cuda options refused; using the device id alone", "reason=\"%s\"", why);
+    return NULL;
+}
+
+/* Appends one provider to so; on failure returns 0 and writes ORT's reason. prof (TensorRT
+ * only) may be NULL. */
+static int append_provider(OrtSessionOptions *so, fw_provider p, const fw_session_opts *opts,
+                           const trt_profile *prof, char *why, size_t why_cap)
 {
     OrtStatus *st = NULL;
+    const int device_id = opts->device_id;
     char dev[16];
     snprintf(dev, sizeof dev, "%d", device_id);
     switch (p) {
@@ -234,9 +420,22 @@ static int append_provider(OrtSessionOptions *so, fw_provider p, int device_id, 
         OrtCUDAProviderOptionsV2 *cuda = NULL;
         st = g_api->CreateCUDAProviderOptions(&cuda);
         if (!st) {
-            const char *keys[] = {"device_id"};
-            const char *vals[] = {dev};
-            st = g_api->UpdateCUDAProviderOptions(cuda, keys, vals, 1);
+            static const char *const algo[] = {"HEURISTIC", "EXHAUSTIVE", "DEFAULT"};
+            char limit[32];
+            snprintf(limit, sizeof limit, "%zu", opts->gpu_mem_limit);
+            const char *keys[8], *vals[8];
+            size_t n = 0;
+            keys[n] = "device_id", vals[n++] = dev;
+            keys[n] = "arena_extend_strategy";
+            vals[n++] = opts->gpu_arena_same_as_requested ? "kSameAsRequested" : "kNextPowerOfTwo";
+            keys[n] = "cudnn_conv_algo_search";
+            vals[n++] = algo[(unsigned)opts->conv_algo < 3 ? opts->conv_algo : 0];
+            keys[n] = "cudnn_conv_use_max_workspace", vals[n++] = "1";
+            if (opts->gpu_mem_limit > 0)
+                keys[n] = "gpu_mem_limit", vals[n++] = limit;
+            st = g_api->UpdateCUDAProviderOptions(cuda, keys, vals, n);
+            if (st)
+                st = retry_cuda_device_only(cuda, st, keys, vals);
         }
         if (!st)
             st = g_api->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda);
@@ -248,11 +447,28 @@ static int append_provider(OrtSessionOptions *so, fw_provider p, int device_id, 
         OrtTensorRTProviderOptionsV2 *trt = NULL;
         st = g_api->CreateTensorRTProviderOptions(&trt);
         if (!st) {
-            /* Engine builds take minutes: cache them when the operator names a place. */
-            const char *cache = getenv("FACEWORK_TRT_CACHE");
-            const char *keys[3] = {"device_id", "trt_engine_cache_enable", "trt_engine_cache_path"};
-            const char *vals[3] = {dev, "1", cache};
-            st = g_api->UpdateTensorRTProviderOptions(trt, keys, vals, cache && *cache ? 3 : 1);
+            /* Engine builds take minutes: engines and timing caches go to disk, so a
+             * restart loads them instead. */
+            char cache[1024], limit[32];
+            fw_ort_trt_cache_dir(opts, cache, sizeof cache);
+            if (mkdir_p(cache) != 0)
+                FW_WARN(MOD, "tensorrt cache directory not created", "dir=\"%s\" error=\"%s\"",
+                        cache, strerror(errno));
+            snprintf(limit, sizeof limit, "%zu", opts->gpu_mem_limit);
+            const char *keys[12], *vals[12];
+            size_t n = 0;
+            keys[n] = "device_id", vals[n++] = dev;
+            keys[n] = "trt_engine_cache_enable", vals[n++] = "1";
+            keys[n] = "trt_engine_cache_path", vals[n++] = cache;
+            keys[n] = "trt_timing_cache_enable", vals[n++] = "1";
+            keys[n] = "trt_timing_cache_path", vals[n++] = cache;
+            keys[n] = "trt_fp16_enable", vals[n++] = opts->trt_fp16 ? "1" : "0";
+            if (prof && prof->min[0]) {
+                keys[n] = "trt_profile_min_shapes", vals[n++] = prof->min;
+                keys[n] = "trt_profile_opt_shapes", vals[n++] = prof->max;
+                keys[n] = "trt_profile_max_shapes", vals[n++] = prof->max;
+            }
+            st = g_api->UpdateTensorRTProviderOptions(trt, keys, vals, n);
         }
         if (!st)
             st = g_api->SessionOptionsAppendExecutionProvider_TensorRT_V2(so, trt);
@@ -330,18 +546,21 @@ static fw_err make_options(const fw_session_opts *opts, OrtSessionOptions **out,
 static fw_err try_session(const char *path, const fw_session_opts *opts, fw_provider p,
                           OrtSession **out, char *why, size_t why_cap, fw_error *err)
 {
+    trt_profile prof = {{0}, {0}};
+    if (p == FW_PROVIDER_TENSORRT)
+        trt_profile_for(path, opts, &prof);
     OrtSessionOptions *so = NULL;
     fw_err rc = make_options(opts, &so, err);
     if (rc)
         return rc;
-    if (!append_provider(so, p, opts->device_id, why, why_cap)) {
+    if (!append_provider(so, p, opts, &prof, why, why_cap)) {
         g_api->ReleaseSessionOptions(so);
         return FW_ERR_PROVIDER;
     }
     /* Nodes TensorRT cannot take go to CUDA rather than the CPU when CUDA is there. */
     if (p == FW_PROVIDER_TENSORRT && provider_in_build(FW_PROVIDER_CUDA)) {
         char cuda_why[FW_ERROR_MESSAGE_MAX];
-        if (!append_provider(so, FW_PROVIDER_CUDA, opts->device_id, cuda_why, sizeof cuda_why))
+        if (!append_provider(so, FW_PROVIDER_CUDA, opts, NULL, cuda_why, sizeof cuda_why))
             FW_INFO(MOD, "no cuda fallback for tensorrt", "reason=\"%s\"", cuda_why);
     }
     OrtStatus *st = g_api->CreateSession(g_env, path, so, out);
@@ -444,10 +663,16 @@ static const fw_provider auto_order[] = {
     FW_PROVIDER_DML,      FW_PROVIDER_COREML, FW_PROVIDER_OPENVINO,
 };
 
+/* AUTO tries TensorRT when FACEWORK_TRT=1, or when it is unset (or anything but 0) and
+ * TensorRT's runtime library loads. */
 static int trt_enabled(void)
 {
     const char *v = getenv("FACEWORK_TRT");
-    return v && strcmp(v, "1") == 0;
+    if (v && strcmp(v, "1") == 0)
+        return 1;
+    if (v && strcmp(v, "0") == 0)
+        return 0;
+    return fw_ort_tensorrt_libs_present();
 }
 
 /* Providers whose AUTO fallback was already logged at info level: once per process is
@@ -468,7 +693,7 @@ static fw_err open_auto(fw_model *m, const fw_session_opts *opts, fw_error *err)
         }
         if (p == FW_PROVIDER_TENSORRT && !trt_enabled()) {
             FW_DEBUG(MOD, "provider skipped",
-                     "provider=%s reason=\"only when requested or FACEWORK_TRT=1\"", name);
+                     "provider=%s reason=\"libnvinfer.so.10 not found, or FACEWORK_TRT=0\"", name);
             continue;
         }
         fw_err rc = try_session(path, opts, p, &m->session, why, sizeof why, err);
@@ -531,6 +756,31 @@ static fw_err open_explicit(fw_model *m, const fw_session_opts *opts, fw_error *
                         why);
 }
 
+/* CUDA / TensorRT sessions: ORT's pinned host allocator (an arena) for input buffers, and
+ * the pinned memory info to bind outputs to. Best effort: without them runs use pageable
+ * memory (logged). */
+static void setup_pinned(fw_model *m)
+{
+    if (m->opts.pageable_io ||
+        (m->provider != FW_PROVIDER_CUDA && m->provider != FW_PROVIDER_TENSORRT))
+        return;
+    OrtStatus *st = g_api->CreateMemoryInfo("CudaPinned", OrtDeviceAllocator, m->opts.device_id,
+                                            OrtMemTypeCPUOutput, &m->pinned_mem);
+    if (!st)
+        st = g_api->CreateAllocator(m->session, m->pinned_mem, &m->pinned_alloc);
+    if (st) {
+        char why[FW_ERROR_MESSAGE_MAX];
+        status_msg(st, why, sizeof why);
+        FW_INFO(MOD, "no pinned host buffers; runs use pageable memory",
+                "path=\"%s\" reason=\"%s\"", m->info.path, why);
+        if (m->pinned_mem)
+            g_api->ReleaseMemoryInfo(m->pinned_mem);
+        m->pinned_mem = NULL;
+        m->pinned_alloc = NULL;
+        atomic_store(&m->bound_state, -1);
+    }
+}
+
 fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **out, fw_error *err)
 {
     if (!out)
@@ -559,6 +809,14 @@ fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **o
     if (!m)
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
     snprintf(m->info.path, sizeof m->info.path, "%s", path);
+    m->opts = *opts;
+    if (opts->trt_cache_dir) {
+        snprintf(m->trt_dir, sizeof m->trt_dir, "%s", opts->trt_cache_dir);
+        m->opts.trt_cache_dir = m->trt_dir;
+    }
+    atomic_init(&m->bound_state, 0);
+    atomic_init(&m->bound_misses, 0);
+    atomic_init(&m->runs, 0);
     rc = opts->provider == FW_PROVIDER_AUTO ? open_auto(m, opts, err) : open_explicit(m, opts, err);
     if (!rc) {
         OrtStatus *st =
@@ -567,6 +825,8 @@ fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **o
     }
     if (!rc)
         rc = read_info(m, err);
+    if (!rc)
+        setup_pinned(m);
     if (rc) {
         fw_model_free(m);
         return rc;
@@ -581,6 +841,10 @@ void fw_model_free(fw_model *m)
 {
     if (!m)
         return;
+    if (m->pinned_alloc)
+        g_api->ReleaseAllocator(m->pinned_alloc);
+    if (m->pinned_mem)
+        g_api->ReleaseMemoryInfo(m->pinned_mem);
     if (m->session)
         g_api->ReleaseSession(m->session);
     if (m->cpu_mem)
@@ -595,7 +859,74 @@ const fw_model_info *fw_model_get_info(const fw_model *m)
 
 const char *fw_model_provider(const fw_model *m)
 {
+    if (m && m->has_fault && m->fault.device)
+        return "sim-gpu";
     return m ? fw_provider_name(m->provider) : "none";
+}
+
+int fw_model_on_device(const fw_model *m)
+{
+    return m && (m->provider != FW_PROVIDER_CPU || (m->has_fault && m->fault.device));
+}
+
+const fw_session_opts *fw_model_session_opts(const fw_model *m)
+{
+    return m ? &m->opts : NULL;
+}
+
+void *fw_model_host_alloc(fw_model *m, size_t bytes)
+{
+    if (!bytes)
+        bytes = 1;
+    if (m && m->pinned_alloc) {
+        void *p = NULL;
+        OrtStatus *st = g_api->AllocatorAlloc(m->pinned_alloc, bytes, &p);
+        if (!st)
+            return p;
+        g_api->ReleaseStatus(st);
+        return NULL;
+    }
+    return malloc(bytes);
+}
+
+void fw_model_host_free(fw_model *m, void *p)
+{
+    if (!p)
+        return;
+    if (m && m->pinned_alloc) {
+        OrtStatus *st = g_api->AllocatorFree(m->pinned_alloc, p);
+        if (st)
+            g_api->ReleaseStatus(st);
+        return;
+    }
+    free(p);
+}
+
+void fw__model_set_faults(fw_model *m, const fw_fault_spec *spec)
+{
+    if (!m)
+        return;
+    m->has_fault = spec != NULL;
+    if (spec)
+        m->fault = *spec;
+    else
+        memset(&m->fault, 0, sizeof m->fault);
+    atomic_store(&m->runs, 0);
+}
+
+/* The test hook: FW_OK, or the injected failure for this run. */
+static fw_err injected_fault(fw_model *m, const fw_shape *shape, fw_error *err)
+{
+    unsigned long run = atomic_fetch_add(&m->runs, 1);
+    const fw_fault_spec *f = &m->fault;
+    int fail = f->fail_always || (f->fail_first > 0 && run < (unsigned long)f->fail_first) ||
+               (f->fail_above > 0 && shape->dims[0] > f->fail_above);
+    if (!fail)
+        return FW_OK;
+    return fw_error_set(err, FW_ERR_INFERENCE, "Run: %s (injected fault, batch %lld)",
+                        f->oom ? "CUDA failure 2: out of memory"
+                               : "CUDA failure 719: unspecified launch failure",
+                        (long long)shape->dims[0]);
 }
 
 void fw_tensor_clear(fw_tensor *t)
@@ -649,6 +980,71 @@ static fw_err take_output(OrtValue *v, const char *name, fw_tensor *t, fw_error 
     return rc;
 }
 
+static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, size_t count,
+                        fw_tensor *outs, fw_error *err);
+
+/* Run with an I/O binding: the input (in the caller's buffer, pinned when it came from
+ * fw_model_host_alloc) is copied to the device once, and every output is copied from the
+ * device once, into ORT's pinned host memory, then into the tensor. */
+static fw_err run_bound(fw_model *m, const float *input, const fw_shape *shape, size_t count,
+                        fw_tensor *outs, fw_error *err)
+{
+    const fw_model_info *info = &m->info;
+    OrtIoBinding *b = NULL;
+    OrtValue *in = NULL;
+    OrtValue **vals = NULL;
+    size_t n_vals = 0;
+    OrtAllocator *alloc = NULL;
+    fw_err rc = FW_OK;
+    OrtStatus *st = g_api->GetAllocatorWithDefaultOptions(&alloc);
+    if (!st)
+        st = g_api->CreateIoBinding(m->session, &b);
+    if (!st)
+        st = g_api->CreateTensorWithDataAsOrtValue(m->cpu_mem, (void *)input, count * sizeof(float),
+                                                   shape->dims, (size_t)shape->rank,
+                                                   ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &in);
+    if (!st)
+        st = g_api->BindInput(b, m->in_names[0], in);
+    for (size_t i = 0; !st && i < info->n_outputs; i++)
+        st = g_api->BindOutputToDevice(b, m->out_names[i], m->pinned_mem);
+    if (st) {
+        rc = ort_fail(st, FW_ERR_INFERENCE, err, "I/O binding");
+        goto done;
+    }
+    st = g_api->RunWithBinding(m->session, NULL, b);
+    if (!st)
+        st = g_api->SynchronizeBoundOutputs(b);
+    if (!st)
+        st = g_api->GetBoundOutputValues(b, alloc, &vals, &n_vals);
+    if (st) {
+        rc = ort_fail(st, FW_ERR_INFERENCE, err, "Run");
+        goto done;
+    }
+    if (n_vals != info->n_outputs)
+        rc = fw_error_set(err, FW_ERR_INFERENCE, "Run: %zu outputs bound, %zu returned",
+                          info->n_outputs, n_vals);
+    for (size_t i = 0; i < n_vals; i++) {
+        if (!rc && i < info->n_outputs)
+            rc = take_output(vals[i], m->out_names[i], &outs[i], err);
+        if (vals[i])
+            g_api->ReleaseValue(vals[i]);
+    }
+    if (vals) {
+        st = g_api->AllocatorFree(alloc, vals);
+        if (st)
+            g_api->ReleaseStatus(st);
+    }
+    if (rc)
+        for (size_t i = 0; i < info->n_outputs; i++)
+            fw_tensor_clear(&outs[i]);
+done:
+    if (in)
+        g_api->ReleaseValue(in);
+    if (b)
+        g_api->ReleaseIoBinding(b);
+    return rc;
+}
+
 fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_tensor *outs,
                     fw_error *err)
 {
@@ -672,7 +1068,42 @@ fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_t
     }
     for (size_t i = 0; i < info->n_outputs; i++)
         memset(&outs[i], 0, sizeof outs[i]);
+    if (m->has_fault) {
+        fw_err frc = injected_fault(m, shape, err);
+        if (frc)
+            return frc;
+    }
+    if (m->pinned_alloc && atomic_load(&m->bound_state) >= 0) {
+        fw_error bound_err;
+        fw_err rc = run_bound(m, input, shape, count, outs, &bound_err);
+        if (rc == FW_OK) {
+            atomic_store(&m->bound_state, 1);
+            return FW_OK;
+        }
+        if (atomic_load(&m->bound_state) == 1 || rc == FW_ERR_NOMEM) {
+            if (err)
+                *err = bound_err;
+            return rc;
+        }
+        /* Never worked on this session: maybe this ORT build cannot bind outputs to pinned
+         * memory, maybe the device failed once. Try the plain path; when that works twice
+         * where binding failed, keep to plain runs. */
+        rc = run_plain(m, input, shape, count, outs, err);
+        if (rc == FW_OK && atomic_fetch_add(&m->bound_misses, 1) + 1 >= 2) {
+            atomic_store(&m->bound_state, -1);
+            FW_WARN(MOD, "outputs bound to pinned memory failed; using plain runs",
+                    "path=\"%s\" reason=\"%s\"", info->path, bound_err.message);
+        }
+        return rc;
+    }
+    return run_plain(m, input, shape, count, outs, err);
+}
 
+/* Run with ORT allocating the outputs in CPU memory. */
+static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, size_t count,
+                        fw_tensor *outs, fw_error *err)
+{
+    const fw_model_info *info = &m->info;
     OrtValue *in = NULL;
     OrtStatus *st = g_api->CreateTensorWithDataAsOrtValue(
         m->cpu_mem, (void *)input, count * sizeof(float), shape->dims, (size_t)shape->rank,

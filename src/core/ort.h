@@ -47,11 +47,27 @@ typedef struct fw_model_info {
     fw_shape outputs[FW_MAX_OUTPUTS];
 } fw_model_info;
 
+/* cuDNN convolution algorithm search (CUDA provider). */
+typedef enum fw_conv_algo {
+    FW_CONV_ALGO_HEURISTIC = 0, /* cuDNN's heuristics: no per-shape benchmark (default) */
+    FW_CONV_ALGO_EXHAUSTIVE,    /* benchmark every algorithm once per input shape */
+    FW_CONV_ALGO_DEFAULT,       /* cuDNN's default algorithm */
+} fw_conv_algo;
+
 typedef struct fw_session_opts {
-    fw_provider provider; /* AUTO: best available in order tensorrt?, cuda, rocm/migraphx,
-                             dml, coreml, openvino, then cpu (see ort.c) */
+    fw_provider provider; /* AUTO: best available in order tensorrt (when its libraries load
+                             and FACEWORK_TRT is not 0), cuda, rocm/migraphx, dml, coreml,
+                             openvino, then cpu (see ort.c) */
     int threads;          /* intra-op threads; 0: ORT default */
     int device_id;
+    /* GPU providers only (CUDA, TensorRT); zero values are the defaults. */
+    size_t gpu_mem_limit;            /* CUDA arena limit, bytes; 0: none */
+    int gpu_arena_same_as_requested; /* 0: arena grows by powers of two; 1: by what is asked */
+    fw_conv_algo conv_algo;
+    int pageable_io;           /* 1: plain Run on pageable buffers (no pinned I/O) */
+    const char *trt_cache_dir; /* NULL: FACEWORK_TRT_CACHE, else ~/.cache/facework/trt */
+    int trt_fp16;              /* 1: let TensorRT pick FP16 kernels */
+    int trt_max_batch;         /* optimisation profile's largest batch; 0: 64 */
 } fw_session_opts;
 
 /* A float32 tensor returned by fw_model_run; data is malloc'd, free with fw_tensor_clear. */
@@ -71,8 +87,43 @@ void fw_model_free(fw_model *m);
 
 const fw_model_info *fw_model_get_info(const fw_model *m);
 
-/* The provider actually serving this session ("cpu", "cuda", ...). */
+/* The provider actually serving this session ("cpu", "cuda", ...; "sim-gpu" for a CPU
+ * session that a fault-injection spec with `device` makes stand in for a GPU). */
 const char *fw_model_provider(const fw_model *m);
+
+/* True when the session runs on an accelerator (anything but the CPU provider, or the
+ * "sim-gpu" test stand-in): a failing run may then be moved to the CPU. */
+int fw_model_on_device(const fw_model *m);
+
+/* The options the model was loaded with (its provider field is the one requested). */
+const fw_session_opts *fw_model_session_opts(const fw_model *m);
+
+/* Host buffers for model inputs. On a CUDA/TensorRT session with pinned I/O these come from
+ * ONNX Runtime's pinned (page-locked) host allocator, an arena, so the copy to the device is
+ * one DMA transfer; elsewhere, or when the pinned allocator is unavailable, from malloc.
+ * Free with fw_model_host_free on the same model (which must still be alive). NULL on
+ * allocation failure. Thread-safe. */
+void *fw_model_host_alloc(fw_model *m, size_t bytes);
+void fw_model_host_free(fw_model *m, void *p);
+
+/* Test hook (fault injection): make runs of this model fail like a device fault, with
+ * FW_ERR_INFERENCE and a CUDA-like message. Used by the engine for FACEWORK_FAULT_INJECT and
+ * by unit tests; never set in production. */
+typedef struct fw_fault_spec {
+    int fail_above;  /* runs whose batch (first input dim) is above this fail; 0: no rule */
+    int fail_first;  /* the first N runs fail; 0: no rule */
+    int fail_always; /* every run fails */
+    int oom;         /* the message reads as an out-of-memory error (else a launch failure) */
+    int device;      /* the model reports itself as "sim-gpu" and counts as on a device */
+} fw_fault_spec;
+
+/* Sets (spec non-NULL) or clears (NULL) the faults of m and resets its run counter. Not
+ * thread-safe with runs of m: call before m is shared. */
+void fw__model_set_faults(fw_model *m, const fw_fault_spec *spec);
+
+/* True when the message of a failed run reads as the device running out of memory (CUDA,
+ * cuDNN, cuBLAS, TensorRT, ORT's arena, std::bad_alloc). */
+int fw_ort_is_oom_message(const char *msg);
 
 /* Runs the model on one float32 input of the given shape (the first input of the model).
  * outs must have room for info->n_outputs tensors; each is filled (caller clears).
@@ -88,5 +139,13 @@ size_t fw_ort_available_providers(const char **names, size_t cap);
 
 /* The ORT library's version string ("1.29.0"). */
 const char *fw_ort_version(void);
+
+/* True when TensorRT's runtime (libnvinfer.so.10) can be loaded in this process: AUTO then
+ * tries the TensorRT provider first (unless FACEWORK_TRT=0). Checked once. */
+int fw_ort_tensorrt_libs_present(void);
+
+/* The TensorRT engine cache directory that sessions use (opts->trt_cache_dir, else
+ * FACEWORK_TRT_CACHE, else $XDG_CACHE_HOME/facework/trt or ~/.cache/facework/trt) into buf. */
+void fw_ort_trt_cache_dir(const fw_session_opts *opts, char *buf, size_t cap);
 
 #endif

@@ -4,10 +4,12 @@
 
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/align.h"
@@ -19,12 +21,48 @@
 #define DEFAULT_MAX_BATCH 64
 #define MAX_DETS_PER_IMAGE 4096
 
+/* Fault handling state of one role (see guarded_run). */
+typedef struct role_state {
+    fw_model *retired; /* the device session a move to the CPU replaced (freed last) */
+    atomic_int moved;  /* 1 once the role runs on the CPU after device faults */
+    char from[32];     /* provider before the move; written before moved is set */
+    char reason[FW_ERROR_MESSAGE_MAX];
+    atomic_int batch_cap; /* largest batch since an out-of-memory error; 0: none */
+    _Atomic uint64_t failures, splits, retries;
+} role_state;
+
 struct fw_engine {
     fw_pack *pack;
     int max_batch;
+    int warmup;
     fw_decode_opts decode;
     char models_dir[1024];
+    role_state roles[FW_ROLE__COUNT];
+    pthread_mutex_t move_mu; /* serialises moves to the CPU */
 };
+
+static const char *const role_names[FW_ROLE__COUNT] = {"detector", "landmarks", "embedder"};
+
+const char *fw_role_name(fw_role role)
+{
+    return (unsigned)role < FW_ROLE__COUNT ? role_names[role] : "unknown";
+}
+
+/* The pack model serving a role. */
+static fw_pack_model *role_pm(const fw_engine *eng, fw_role role)
+{
+    fw_pack *p = eng->pack;
+    return role == FW_ROLE_DETECTOR    ? &p->detector
+           : role == FW_ROLE_LANDMARKS ? &p->landmarks
+                                       : &p->embedder;
+}
+
+/* The session serving pm now: a move to the CPU swaps it while other threads run, so it is
+ * read atomically (the old one stays alive until the engine is freed). */
+static fw_model *active_model(const fw_pack_model *pm)
+{
+    return __atomic_load_n(&pm->model, __ATOMIC_ACQUIRE);
+}
 
 static uint64_t now_ns(void)
 {
@@ -73,9 +111,22 @@ const char *fw_default_models_dir(void)
     return FW_DEFAULT_MODELS_DIR;
 }
 
+/* Index of s in names[0..n) (case-insensitive), the first entry for NULL, -1 if absent. */
+static int pick(const char *s, const char *const *names, int n)
+{
+    if (!s || !*s)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(s, names[i]))
+            return i;
+    return -1;
+}
+
 static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session_opts *so,
                            fw_error *err)
 {
+    static const char *const arena[] = {"next_power_of_two", "same_as_requested"};
+    static const char *const algo[] = {"heuristic", "exhaustive", "default"};
     const char *name = cfg->role_provider[role] ? cfg->role_provider[role] : cfg->provider;
     int p = fw_provider_parse(name ? name : "auto");
     if (p < 0)
@@ -83,38 +134,78 @@ static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session
                             "unknown provider '%s' (expected auto, cpu, cuda, tensorrt, dml, "
                             "rocm, migraphx, coreml or openvino)",
                             name);
+    int a = pick(cfg->gpu_arena_extend, arena, 2);
+    if (a < 0)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                            "unknown GPU arena strategy '%s' (expected next_power_of_two or "
+                            "same_as_requested)",
+                            cfg->gpu_arena_extend);
+    int c = pick(cfg->cudnn_conv_algo, algo, 3);
+    if (c < 0)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                            "unknown cuDNN algorithm search '%s' (expected heuristic, exhaustive "
+                            "or default)",
+                            cfg->cudnn_conv_algo);
+    memset(so, 0, sizeof *so);
     so->provider = (fw_provider)p;
     so->threads = cfg->threads;
     so->device_id = cfg->device_id;
+    so->gpu_mem_limit = cfg->gpu_mem_limit;
+    so->gpu_arena_same_as_requested = a;
+    so->conv_algo = (fw_conv_algo)c;
+    so->pageable_io = cfg->gpu_pageable_io;
+    so->trt_cache_dir = cfg->trt_cache_dir;
+    so->trt_fp16 = cfg->trt_fp16;
+    so->trt_max_batch = cfg->max_batch > 0 ? cfg->max_batch : DEFAULT_MAX_BATCH;
     return FW_OK;
 }
 
-/* Runs each model once on zeros so the first request does not pay for lazy
- * initialisation (allocator arenas, kernel selection, GPU graph capture). */
+static fw_err guarded_run(fw_engine *eng, fw_role role, const float *input, const fw_shape *shape,
+                          fw_tensor *outs, fw_error *err);
+
+/* Runs each model on zeros so the first request does not pay for lazy initialisation
+ * (allocator arenas, kernel selection, cuDNN plans per input shape): at batch 1, and on a GPU
+ * (FW_WARMUP_AUTO) or with FW_WARMUP_ALL at every power of two up to max_batch and at
+ * max_batch. A device that fails here is found here: the run goes through guarded_run. */
 static void warm_up(fw_engine *eng)
 {
-    fw_pack_model *roles[] = {&eng->pack->detector,
-                              eng->pack->has_landmarks ? &eng->pack->landmarks : NULL,
-                              &eng->pack->embedder};
-    for (size_t r = 0; r < 3; r++) {
-        fw_pack_model *pm = roles[r];
-        if (!pm || !pm->model)
+    if (eng->warmup == FW_WARMUP_NONE)
+        return;
+    for (int r = 0; r < FW_ROLE__COUNT; r++) {
+        if (r == FW_ROLE_LANDMARKS && !eng->pack->has_landmarks)
             continue;
-        const fw_model_info *info = fw_model_get_info(pm->model);
+        fw_pack_model *pm = role_pm(eng, (fw_role)r);
+        fw_model *m = active_model(pm);
+        if (!m)
+            continue;
+        const fw_model_info *info = fw_model_get_info(m);
+        const int all = eng->warmup == FW_WARMUP_ALL ||
+                        (eng->warmup == FW_WARMUP_AUTO && fw_model_on_device(m));
+        const int top = pm->batch_dynamic && all ? eng->max_batch : 1;
         fw_shape shape = info->inputs[0];
-        shape.dims[0] = 1;
-        size_t count = 1;
+        size_t per = 1;
         for (int i = 1; i < shape.rank; i++) {
             if (shape.dims[i] <= 0)
                 shape.dims[i] = i == shape.rank - 1 ? pm->input_w : pm->input_h;
-            count *= (size_t)shape.dims[i];
+            per *= (size_t)shape.dims[i];
         }
-        float *zeros = calloc(count, sizeof *zeros);
-        fw_tensor outs[FW_MAX_OUTPUTS] = {0};
-        fw_error e;
-        if (zeros && fw_model_run(pm->model, zeros, &shape, outs, &e) == FW_OK) {
-            for (size_t i = 0; i < info->n_outputs; i++)
-                fw_tensor_clear(&outs[i]);
+        float *zeros = calloc(per * (size_t)top, sizeof *zeros);
+        if (!zeros)
+            continue;
+        for (int b = 1;; b = b * 2 > top && b < top ? top : b * 2) {
+            shape.dims[0] = b;
+            fw_tensor outs[FW_MAX_OUTPUTS] = {0};
+            fw_error e;
+            if (guarded_run(eng, (fw_role)r, zeros, &shape, outs, &e) == FW_OK) {
+                for (size_t i = 0; i < info->n_outputs; i++)
+                    fw_tensor_clear(&outs[i]);
+            } else {
+                FW_WARN("engine", "warm-up run failed", "role=%s batch=%d error=\"%s\"",
+                        role_names[r], b, e.message);
+                break;
+            }
+            if (b >= top)
+                break;
         }
         free(zeros);
     }
@@ -143,14 +234,33 @@ fw_err fw_engine_new(const fw_engine_config *cfg, fw_engine **out, fw_error *err
         cfg->models_dir && *cfg->models_dir ? cfg->models_dir : fw_default_models_dir();
     snprintf(eng->models_dir, sizeof eng->models_dir, "%s", dir);
     eng->max_batch = cfg->max_batch > 0 ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    eng->warmup = cfg->warmup;
     eng->decode = cfg->decode;
+    pthread_mutex_init(&eng->move_mu, NULL);
+    for (int r = 0; r < FW_ROLE__COUNT; r++) {
+        atomic_init(&eng->roles[r].moved, 0);
+        atomic_init(&eng->roles[r].batch_cap, 0);
+        atomic_init(&eng->roles[r].failures, 0);
+        atomic_init(&eng->roles[r].splits, 0);
+        atomic_init(&eng->roles[r].retries, 0);
+    }
     fw_err rc = fw_pack_load(eng->models_dir, &so[FW_ROLE_DETECTOR], &so[FW_ROLE_LANDMARKS],
                              &so[FW_ROLE_EMBEDDER], &eng->pack, err);
     if (rc) {
+        pthread_mutex_destroy(&eng->move_mu);
         free(eng);
         return rc;
     }
     warm_up(eng);
+    /* Test hook, after the warm-up so that the first requests meet the faults. */
+    const char *faults = getenv("FACEWORK_FAULT_INJECT");
+    if (faults && *faults) {
+        rc = fw__engine_inject_faults(eng, faults, err);
+        if (rc) {
+            fw_engine_free(eng);
+            return rc;
+        }
+    }
     FW_INFO("engine", "models loaded",
             "pack=%s dir=\"%s\" detector=%s/%s landmarks=%s embedder=%s/%s dim=%zu",
             eng->pack->name, eng->models_dir, fw_model_kind_name(eng->pack->detector.kind),
@@ -167,6 +277,9 @@ void fw_engine_free(fw_engine *eng)
     if (!eng)
         return;
     fw_pack_free(eng->pack);
+    for (int r = 0; r < FW_ROLE__COUNT; r++)
+        fw_model_free(eng->roles[r].retired);
+    pthread_mutex_destroy(&eng->move_mu);
     free(eng);
 }
 
@@ -192,10 +305,340 @@ int fw_engine_max_batch(const fw_engine *eng)
 
 const char *fw_engine_provider(const fw_engine *eng, fw_role role)
 {
-    const fw_pack_model *pm = role == FW_ROLE_DETECTOR    ? &eng->pack->detector
-                              : role == FW_ROLE_LANDMARKS ? &eng->pack->landmarks
-                                                          : &eng->pack->embedder;
-    return pm->model ? fw_model_provider(pm->model) : "none";
+    if ((unsigned)role >= FW_ROLE__COUNT)
+        return "none";
+    fw_model *m = active_model(role_pm(eng, role));
+    return m ? fw_model_provider(m) : "none";
+}
+
+void fw_engine_role_status(const fw_engine *eng, fw_role role, fw_role_status *out)
+{
+    memset(out, 0, sizeof *out);
+    out->provider = "none";
+    if (!eng || (unsigned)role >= FW_ROLE__COUNT)
+        return;
+    const role_state *rs = &eng->roles[role];
+    fw_model *m = active_model(role_pm(eng, role));
+    out->provider = m ? fw_model_provider(m) : "none";
+    out->on_device = fw_model_on_device(m);
+    if (atomic_load_explicit(&rs->moved, memory_order_acquire)) {
+        out->fell_back = true;
+        snprintf(out->fallback_from, sizeof out->fallback_from, "%s", rs->from);
+        snprintf(out->fallback_reason, sizeof out->fallback_reason, "%s", rs->reason);
+    }
+    out->failed_runs = atomic_load(&rs->failures);
+    out->split_batches = atomic_load(&rs->splits);
+    out->retries = atomic_load(&rs->retries);
+    out->batch_cap = atomic_load(&rs->batch_cap);
+}
+
+fw_model *fw__engine_model(const fw_engine *eng, fw_role role)
+{
+    if (!eng || (unsigned)role >= FW_ROLE__COUNT)
+        return NULL;
+    return active_model(role_pm(eng, role));
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* fault handling: split and retry, then the CPU                                       */
+
+/* Replaces role's session m (which keeps failing on its device) with a CPU session of the
+ * same file, unless another thread did so already. The old session is kept until the
+ * engine is freed (runs and host buffers of other threads may still use it). */
+static void move_to_cpu(fw_engine *eng, fw_role role, fw_model *m, const char *why)
+{
+    fw_pack_model *pm = role_pm(eng, role);
+    role_state *rs = &eng->roles[role];
+    pthread_mutex_lock(&eng->move_mu);
+    if (active_model(pm) != m || rs->retired) {
+        pthread_mutex_unlock(&eng->move_mu);
+        return;
+    }
+    const fw_session_opts *old = fw_model_session_opts(m);
+    fw_session_opts cpu = {.provider = FW_PROVIDER_CPU, .threads = old->threads};
+    fw_model *nm = NULL;
+    fw_error e;
+    const char *path = fw_model_get_info(m)->path;
+    if (fw_model_load(path, &cpu, &nm, &e) != FW_OK) {
+        FW_ERROR("engine", "cannot move the model to the CPU", "role=%s error=\"%s\"",
+                 role_names[role], e.message);
+        pthread_mutex_unlock(&eng->move_mu);
+        return;
+    }
+    snprintf(rs->from, sizeof rs->from, "%s", fw_model_provider(m));
+    snprintf(rs->reason, sizeof rs->reason, "%s", why);
+    rs->retired = m;
+    atomic_store(&rs->batch_cap, 0);
+    __atomic_store_n(&pm->model, nm, __ATOMIC_RELEASE);
+    atomic_store_explicit(&rs->moved, 1, memory_order_release);
+    pthread_mutex_unlock(&eng->move_mu);
+    FW_ERROR("engine", "model moved to the CPU after device faults",
+             "role=%s from=%s path=\"%s\" reason=\"%s\"", role_names[role], rs->from, path, why);
+}
+
+/* Appends part (the outputs of c items) to acc (the outputs of acc_items items), checking
+ * that every output is batched: its first dimension a whole multiple of the items, the
+ * other dimensions the same. part's data moves into acc (part is left cleared). */
+static fw_err append_outputs(fw_tensor *acc, fw_tensor *part, size_t n_out, size_t acc_items,
+                             size_t c, const fw_model *m, fw_error *err)
+{
+    const fw_model_info *info = fw_model_get_info(m);
+    for (size_t o = 0; o < n_out; o++) {
+        fw_tensor *a = &acc[o], *p = &part[o];
+        if (p->shape.rank < 1 || p->shape.dims[0] % (int64_t)c != 0)
+            return fw_error_set(err, FW_ERR_MODEL,
+                                "cannot split a failed batch: output %s of %s has no batch "
+                                "dimension",
+                                info->output_names[o], info->path);
+        if (acc_items == 0) {
+            *a = *p;
+            memset(p, 0, sizeof *p);
+            continue;
+        }
+        int same = a->shape.rank == p->shape.rank &&
+                   a->shape.dims[0] / (int64_t)acc_items == p->shape.dims[0] / (int64_t)c;
+        for (int d = 1; same && d < p->shape.rank; d++)
+            same = a->shape.dims[d] == p->shape.dims[d];
+        if (!same)
+            return fw_error_set(err, FW_ERR_MODEL,
+                                "cannot split a failed batch: output %s of %s changes shape with "
+                                "the batch",
+                                info->output_names[o], info->path);
+        if (p->count) {
+            float *grown = realloc(a->data, (a->count + p->count) * sizeof(float));
+            if (!grown)
+                return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+            memcpy(grown + a->count, p->data, p->count * sizeof(float));
+            a->data = grown;
+        }
+        a->count += p->count;
+        a->shape.dims[0] += p->shape.dims[0];
+        fw_tensor_clear(p);
+    }
+    return FW_OK;
+}
+
+static fw_err guarded(fw_engine *eng, fw_role role, const float *input, const fw_shape *shape,
+                      fw_tensor *outs, fw_error *err, int depth);
+
+/* Runs the batch in pieces of at most `piece` items, each through guarded(), and joins the
+ * outputs along the batch dimension into outs. */
+static fw_err run_pieces(fw_engine *eng, fw_role role, const float *input, const fw_shape *shape,
+                         size_t piece, fw_tensor *outs, fw_error *err, int depth)
+{
+    const fw_model *m = active_model(role_pm(eng, role));
+    const size_t n_out = fw_model_get_info(m)->n_outputs;
+    const size_t n = (size_t)shape->dims[0];
+    size_t per = 1;
+    for (int i = 1; i < shape->rank; i++)
+        per *= (size_t)shape->dims[i];
+    fw_tensor acc[FW_MAX_OUTPUTS] = {0};
+    fw_err rc = FW_OK;
+    size_t done = 0;
+    while (done < n && rc == FW_OK) {
+        size_t c = n - done < piece ? n - done : piece;
+        fw_shape s = *shape;
+        s.dims[0] = (int64_t)c;
+        fw_tensor part[FW_MAX_OUTPUTS] = {0};
+        rc = guarded(eng, role, input + done * per, &s, part, err, depth + 1);
+        if (rc == FW_OK)
+            rc = append_outputs(acc, part, n_out, done, c, m, err);
+        for (size_t o = 0; o < n_out; o++)
+            fw_tensor_clear(&part[o]);
+        done += c;
+    }
+    for (size_t o = 0; o < n_out; o++) {
+        if (rc)
+            fw_tensor_clear(&acc[o]);
+        outs[o] = acc[o];
+    }
+    return rc;
+}
+
+/* Lowers role's batch cap to `size` (never raises it). */
+static void lower_cap(fw_engine *eng, fw_role role, int size)
+{
+    atomic_int *cap = &eng->roles[role].batch_cap;
+    int cur = atomic_load(cap);
+    while ((cur == 0 || size < cur) && !atomic_compare_exchange_weak(cap, &cur, size))
+        ;
+    if (cur == 0 || size < cur)
+        FW_WARN("engine", "batch capped after out of memory", "role=%s max_batch=%d",
+                role_names[role], size);
+}
+
+/* One model run with recovery. A run that fails inside ONNX Runtime (a CUDA error, out of
+ * memory, ...) is retried on halves of the batch, recursively; the outputs are joined
+ * (every output must carry the batch, else the run fails: never a wrong answer). When the
+ * device ran out of memory and the halves worked, later batches of this role are capped to
+ * that size. A single item that fails twice on a device moves the role to the CPU
+ * (move_to_cpu), where it then runs. Errors of our own (shapes, allocation) are returned
+ * at once. */
+static fw_err guarded(fw_engine *eng, fw_role role, const float *input, const fw_shape *shape,
+                      fw_tensor *outs, fw_error *err, int depth)
+{
+    fw_pack_model *pm = role_pm(eng, role);
+    role_state *rs = &eng->roles[role];
+    fw_model *m = active_model(pm);
+    const int64_t n = shape->dims[0];
+    const int cap = atomic_load(&rs->batch_cap);
+    if (pm->batch_dynamic && cap > 0 && n > cap && depth < 64)
+        return run_pieces(eng, role, input, shape, (size_t)cap, outs, err, depth);
+    fw_error e;
+    fw_err rc = fw_model_run(m, input, shape, outs, &e);
+    if (rc == FW_OK)
+        return FW_OK;
+    if (rc != FW_ERR_INFERENCE || depth >= 64) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    atomic_fetch_add(&rs->failures, 1);
+    const int oom = fw_ort_is_oom_message(e.message);
+    FW_WARN("engine", "model run failed", "role=%s provider=%s batch=%lld error=\"%s\"",
+            role_names[role], fw_model_provider(m), (long long)n, e.message);
+    if (n > 1 && pm->batch_dynamic) {
+        atomic_fetch_add(&rs->splits, 1);
+        size_t half = (size_t)(n + 1) / 2;
+        rc = run_pieces(eng, role, input, shape, half, outs, err, depth);
+        if (rc == FW_OK && oom && fw_model_on_device(m) && active_model(pm) == m)
+            lower_cap(eng, role, (int)half);
+        return rc;
+    }
+    if (active_model(pm) != m) /* moved meanwhile: run on the new session */
+        return guarded(eng, role, input, shape, outs, err, depth + 1);
+    atomic_fetch_add(&rs->retries, 1);
+    rc = fw_model_run(m, input, shape, outs, &e);
+    if (rc == FW_OK)
+        return FW_OK;
+    if (rc == FW_ERR_INFERENCE)
+        atomic_fetch_add(&rs->failures, 1);
+    if (rc != FW_ERR_INFERENCE || !fw_model_on_device(m)) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    move_to_cpu(eng, role, m, e.message);
+    if (active_model(pm) == m) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    return guarded(eng, role, input, shape, outs, err, depth + 1);
+}
+
+static fw_err guarded_run(fw_engine *eng, fw_role role, const float *input, const fw_shape *shape,
+                          fw_tensor *outs, fw_error *err)
+{
+    return guarded(eng, role, input, shape, outs, err, 0);
+}
+
+/* Parses one "ROLE:opt,opt" clause of a FACEWORK_FAULT_INJECT spec. */
+static fw_err parse_fault_clause(const char *clause, size_t len, fw_fault_spec *specs, int *present,
+                                 fw_error *err)
+{
+    const char *colon = memchr(clause, ':', len);
+    size_t rlen = colon ? (size_t)(colon - clause) : len;
+    int roles[FW_ROLE__COUNT] = {0};
+    if (rlen == 3 && !strncmp(clause, "all", 3)) {
+        for (int r = 0; r < FW_ROLE__COUNT; r++)
+            roles[r] = 1;
+    } else {
+        int found = 0;
+        for (int r = 0; r < FW_ROLE__COUNT; r++)
+            if (strlen(role_names[r]) == rlen && !strncmp(clause, role_names[r], rlen))
+                roles[r] = found = 1;
+        if (!found)
+            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                                "fault spec: unknown role '%.*s' (detector, landmarks, embedder "
+                                "or all)",
+                                (int)rlen, clause);
+    }
+    fw_fault_spec f = {0};
+    const char *p = colon ? colon + 1 : clause + len, *end = clause + len;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t olen = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        char opt[64];
+        if (olen == 0 || olen >= sizeof opt)
+            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fault spec: bad option in '%.*s'",
+                                (int)len, clause);
+        memcpy(opt, p, olen);
+        opt[olen] = '\0';
+        char *eq = strchr(opt, '=');
+        long v = 0;
+        if (eq) {
+            char *stop;
+            *eq = '\0';
+            v = strtol(eq + 1, &stop, 10);
+            if (*stop || stop == eq + 1 || v < 0 || v > INT_MAX)
+                return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "fault spec: '%s' needs a count",
+                                    opt);
+        }
+        if (!strcmp(opt, "device") && !eq)
+            f.device = 1;
+        else if (!strcmp(opt, "always") && !eq)
+            f.fail_always = 1;
+        else if (!strcmp(opt, "oom") && !eq)
+            f.oom = 1;
+        else if (!strcmp(opt, "above") && eq)
+            f.fail_above = (int)v;
+        else if (!strcmp(opt, "first") && eq)
+            f.fail_first = (int)v;
+        else
+            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                                "fault spec: unknown option '%s' (device, always, oom, above=N, "
+                                "first=N)",
+                                opt);
+        p += olen + (comma ? 1 : 0);
+    }
+    for (int r = 0; r < FW_ROLE__COUNT; r++)
+        if (roles[r]) {
+            specs[r] = f;
+            present[r] = 1;
+        }
+    return FW_OK;
+}
+
+fw_err fw__fault_parse(const char *text, fw_fault_spec specs[FW_ROLE__COUNT],
+                       int present[FW_ROLE__COUNT], fw_error *err)
+{
+    memset(specs, 0, FW_ROLE__COUNT * sizeof *specs);
+    memset(present, 0, FW_ROLE__COUNT * sizeof *present);
+    if (!text)
+        return FW_OK;
+    const char *p = text;
+    while (*p) {
+        const char *semi = strchr(p, ';');
+        size_t len = semi ? (size_t)(semi - p) : strlen(p);
+        if (len) {
+            fw_err rc = parse_fault_clause(p, len, specs, present, err);
+            if (rc)
+                return rc;
+        }
+        p += len + (semi ? 1 : 0);
+    }
+    return FW_OK;
+}
+
+fw_err fw__engine_inject_faults(fw_engine *eng, const char *spec, fw_error *err)
+{
+    fw_fault_spec specs[FW_ROLE__COUNT];
+    int present[FW_ROLE__COUNT];
+    fw_err rc = fw__fault_parse(spec, specs, present, err);
+    if (rc)
+        return rc;
+    for (int r = 0; r < FW_ROLE__COUNT; r++) {
+        fw_model *m = active_model(role_pm(eng, (fw_role)r));
+        if (!present[r] || !m)
+            continue;
+        fw__model_set_faults(m, &specs[r]);
+        FW_WARN("engine", "fault injection active (test hook)",
+                "role=%s device=%d always=%d first=%d above=%d oom=%d", role_names[r],
+                specs[r].device, specs[r].fail_always, specs[r].fail_first, specs[r].fail_above,
+                specs[r].oom);
+    }
+    return FW_OK;
 }
 
 const char *fw_engine_models_dir(const fw_engine *eng)
@@ -323,7 +766,7 @@ fw_err fw_pipeline_decode(fw_engine *eng, fw_item *it, fw_stage_times *st)
 
 static size_t model_input_floats(const fw_pack_model *pm)
 {
-    const fw_model_info *info = fw_model_get_info(pm->model);
+    const fw_model_info *info = fw_model_get_info(active_model(pm));
     int c =
         info->inputs[0].rank >= 4 && info->inputs[0].dims[1] > 0 ? (int)info->inputs[0].dims[1] : 3;
     return (size_t)c * (size_t)pm->input_w * (size_t)pm->input_h;
@@ -440,10 +883,11 @@ static fw_err detect_chunk(fw_engine *eng, fw_item *const *items, size_t n,
 {
     const fw_pack_model *det = &eng->pack->detector;
     const size_t per = model_input_floats(det);
-    float *input = malloc(n * per * sizeof *input);
+    fw_model *hm = active_model(det); /* owner of the (pinned) input buffer */
+    float *input = fw_model_host_alloc(hm, n * per * sizeof *input);
     float *scales = malloc(n * sizeof *scales);
     if (!input || !scales) {
-        free(input);
+        fw_model_host_free(hm, input);
         free(scales);
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
     }
@@ -462,11 +906,11 @@ static fw_err detect_chunk(fw_engine *eng, fw_item *const *items, size_t n,
     t0 = now_ns();
     fw_shape shape = nchw_shape(n, 3, det->input_h, det->input_w);
     fw_tensor outs[FW_MAX_OUTPUTS] = {0};
-    fw_err rc = fw_model_run(det->model, input, &shape, outs, err);
+    fw_err rc = guarded_run(eng, FW_ROLE_DETECTOR, input, &shape, outs, err);
     STAGE_ADD(st, inference_ns, t0);
     COUNT_ADD(st, detector_runs, 1);
-    free(input);
-    const size_t n_outs = fw_model_get_info(det->model)->n_outputs;
+    fw_model_host_free(hm, input);
+    const size_t n_outs = fw_model_get_info(active_model(det))->n_outputs;
     if (rc) {
         free(scales);
         return rc;
@@ -532,7 +976,8 @@ static fw_err landmarks_run(fw_engine *eng, fw_item *const *items, size_t n, fw_
         return FW_OK;
     const size_t per = FW_LMK68_SIZE * FW_LMK68_SIZE;
     const size_t chunk = lm->batch_dynamic ? (size_t)eng->max_batch : 1;
-    float *input = malloc(chunk * per * sizeof *input);
+    fw_model *hm = active_model(lm); /* owner of the (pinned) input buffer */
+    float *input = fw_model_host_alloc(hm, chunk * per * sizeof *input);
     float(*crops)[4] = malloc(chunk * sizeof *crops);
     fw_det **owners = malloc(chunk * sizeof *owners);
     fw_err rc = FW_OK;
@@ -567,7 +1012,7 @@ static fw_err landmarks_run(fw_engine *eng, fw_item *const *items, size_t n, fw_
         t0 = now_ns();
         fw_shape shape = nchw_shape(m, 1, FW_LMK68_SIZE, FW_LMK68_SIZE);
         fw_tensor out[FW_MAX_OUTPUTS] = {0};
-        rc = fw_model_run(lm->model, input, &shape, out, err);
+        rc = guarded_run(eng, FW_ROLE_LANDMARKS, input, &shape, out, err);
         STAGE_ADD(st, inference_ns, t0);
         if (rc)
             break;
@@ -604,7 +1049,7 @@ static fw_err landmarks_run(fw_engine *eng, fw_item *const *items, size_t n, fw_
         }
     }
 done:
-    free(input);
+    fw_model_host_free(hm, input);
     free(crops);
     free(owners);
     return rc;
@@ -737,7 +1182,7 @@ fw_err fw_pipeline_embed_run(fw_engine *eng, const float *chw, size_t m, float *
         uint64_t t0 = now_ns();
         fw_shape shape = nchw_shape(c, 3, emb->input_h, emb->input_w);
         fw_tensor outs[FW_MAX_OUTPUTS] = {0};
-        fw_err rc = fw_model_run(emb->model, chw + i * per, &shape, outs, err);
+        fw_err rc = guarded_run(eng, FW_ROLE_EMBEDDER, chw + i * per, &shape, outs, err);
         STAGE_ADD(st, inference_ns, t0);
         COUNT_ADD(st, embedder_runs, 1);
         if (rc)
@@ -810,6 +1255,7 @@ static fw_err analyze_items(fw_engine *eng, fw_item *items, size_t n, const fw_a
     fw_err rc = FW_OK;
     fw_item **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     float *chw = NULL, *emb = NULL;
+    fw_model *ehm = active_model(&eng->pack->embedder); /* owner of chw (pinned) */
     if (!ptrs) {
         rc = fw_error_set(err, FW_ERR_NOMEM, "out of memory");
         goto done;
@@ -828,7 +1274,7 @@ static fw_err analyze_items(fw_engine *eng, fw_item *items, size_t n, const fw_a
     const size_t per = fw_pipeline_embed_input_size(eng);
     const size_t dim = eng->pack->embedding_dim;
     if (faces) {
-        chw = malloc(faces * per * sizeof *chw);
+        chw = fw_model_host_alloc(ehm, faces * per * sizeof *chw);
         emb = malloc(faces * dim * sizeof *emb);
         if (!chw || !emb) {
             rc = fw_error_set(err, FW_ERR_NOMEM, "out of memory");
@@ -864,7 +1310,7 @@ done:
     for (size_t i = 0; i < n; i++)
         fw_item_clear(&items[i]);
     free(ptrs);
-    free(chw);
+    fw_model_host_free(ehm, chw);
     free(emb);
     return rc;
 }
@@ -921,13 +1367,14 @@ fw_err fw_engine_embed_aligned(fw_engine *eng, const uint8_t *crops, size_t n, f
                             emb->input_w, emb->input_h);
     const size_t per = fw_pipeline_embed_input_size(eng);
     const size_t crop_bytes = (size_t)FW_ALIGNED_SIZE * FW_ALIGNED_SIZE * 3;
-    float *chw = malloc((n ? n : 1) * per * sizeof *chw);
+    fw_model *hm = active_model(emb); /* owner of chw (pinned) */
+    float *chw = fw_model_host_alloc(hm, (n ? n : 1) * per * sizeof *chw);
     if (!chw)
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++)
         fw_pre_rgb_to_chw(crops + i * crop_bytes, FW_ALIGNED_SIZE, FW_ALIGNED_SIZE, emb->norm.mean,
                           emb->norm.std, chw + i * per);
     fw_err rc = n ? fw_pipeline_embed_run(eng, chw, n, out, NULL, err) : FW_OK;
-    free(chw);
+    fw_model_host_free(hm, chw);
     return rc;
 }

@@ -81,7 +81,30 @@ int fw_engine_max_batch(const fw_engine *eng);
 /* The decode limits an engine applies (bytes, pixels). */
 const fw_decode_opts *fw__engine_decode_opts(const fw_engine *eng);
 
-/* The pack an engine serves (for describing it). */
+/* The pack an engine serves (for describing it). Its models' `model` pointers may be
+ * swapped by a move to the CPU while the engine serves: read the session serving a role with
+ * fw__engine_model. */
 const fw_pack *fw__engine_pack(const fw_engine *eng);
+
+/* The session serving role now (NULL when the pack has none). Thread-safe. */
+fw_model *fw__engine_model(const fw_engine *eng, fw_role role);
+
+/* Test hook: fault injection (also read from FACEWORK_FAULT_INJECT by fw_engine_new, after
+ * the warm-up). spec is ";"-separated clauses "ROLE:opt,opt,...", ROLE one of detector,
+ * landmarks, embedder, all; options:
+ *   device    the model stands in for a GPU session (provider "sim-gpu"), so that persistent
+ *             faults move it to the CPU
+ *   always    every run fails
+ *   first=N   the first N runs fail
+ *   above=N   runs of more than N items fail
+ *   oom       the failure reads as out of memory (else a CUDA launch failure)
+ * e.g. "embedder:device,always" or "detector:above=2,oom;embedder:first=1".
+ * Applies to the sessions serving each role now. Not thread-safe with runs: call before the
+ * engine is shared. Errors: INVALID_ARGUMENT for a malformed spec. */
+fw_err fw__engine_inject_faults(fw_engine *eng, const char *spec, fw_error *err);
+
+/* Parses a fault spec (above) into specs[role]; present[role] says which roles it names. */
+fw_err fw__fault_parse(const char *spec, fw_fault_spec specs[FW_ROLE__COUNT],
+                       int present[FW_ROLE__COUNT], fw_error *err);
 
 #endif
