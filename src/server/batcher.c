@@ -3,9 +3,19 @@
  *
  * Every queue lives under one mutex, held only to push or pop (never during a decode or a
  * model run). An item is always in exactly one place: a queue, or the hands of the thread
- * working on it, so handing it over through the mutex orders every access to it. */
+ * working on it, so handing it over through the mutex orders every access to it.
+ *
+ * Whether a model thread waits for its batch to fill depends on what is still on its way
+ * to it, counted under the mutex: `decoding` (images in a CPU thread's hands at the decode
+ * step) plus the decode queue feed the detector; `emb_up` (items of jobs that want
+ * embeddings, at the decode, detect, prepare or crop step, queued or in hand) feed the
+ * embedder. Each item records the step it is counted under (`counted`), so a move between
+ * queues (route) adjusts the counts exactly once. */
 #include "server/batcher.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,8 +55,10 @@ typedef struct bitem {
     size_t n_faces;            /* faces to embed */
     size_t emb_next, emb_done; /* faces handed to an embedder run / returned from one */
     fw_det crop_det;           /* EMBED_CROPS: the crop as the item's one "detection" */
+    size_t img_bytes;          /* the decoded image's bytes charged to decoded_bytes */
     unsigned char step;
-    bool finished; /* its result is written */
+    unsigned char counted; /* the step the upstream counts hold it under (mu) */
+    bool finished;         /* its result is written */
 } bitem;
 
 struct job {
@@ -98,14 +110,21 @@ struct fw_batcher {
     queue cpu_q[STEP__CPU];
     queue det_q, emb_q;
     size_t emb_waiting; /* faces in emb_q not yet taken by a run */
+    size_t decoding;    /* items in a CPU thread's hands at STEP_DECODE */
+    size_t emb_up;      /* items that may still reach emb_q (see the top of this file) */
     job *jobs;          /* accepted, not completed */
     size_t live_jobs;   /* accepted, callback not yet returned */
     bool accepting, stop;
+    bool trim_pending;      /* idle since idle_since_ns and memory not yet trimmed */
+    uint64_t idle_since_ns; /* when in_system last fell to 0 */
+    uint64_t trim_delay_ns;
 
     worker *workers;
     size_t n_workers;
 
     atomic_size_t in_system;
+    atomic_size_t decoded_bytes, decoded_peak;
+    _Atomic uint64_t memory_trims;
     _Atomic uint64_t jobs_submitted, jobs_rejected, jobs_completed, images, image_errors, faces;
     _Atomic uint64_t detect_batches, detect_images, embed_batches, embed_faces;
 };
@@ -175,9 +194,74 @@ static void mark_started(job *j, uint64_t t)
     atomic_compare_exchange_strong(&j->start_ns, &zero, t);
 }
 
-/* Puts x where x->step says; called with mu held. */
+/* True when the job's items end in an embedder run (if they have faces). */
+static bool wants_embeddings(const job *j)
+{
+    return j->desc.kind == FW_JOB_EMBED_CROPS || j->desc.kind == FW_JOB_EMBED_IMAGES ||
+           (j->desc.kind == FW_JOB_ANALYZE && j->desc.opts.embed);
+}
+
+/* True when an item of j at `step` may still join the embedder queue later. */
+static bool feeds_embedder(const job *j, unsigned step)
+{
+    return (step == STEP_DECODE || step == STEP_DETECT || step == STEP_PREPARE ||
+            step == STEP_CROP) &&
+           wants_embeddings(j);
+}
+
+/* True while the decoded images held leave room to decode another. */
+static bool decode_admitted(const fw_batcher *b)
+{
+    return atomic_load_explicit(&b->decoded_bytes, memory_order_relaxed) < b->cfg.max_decoded_bytes;
+}
+
+/* Items that may still join the detector queue soon: those being decoded, and those
+ * queued for decoding unless the memory bound holds them back; mu held. */
+static size_t detect_upstream(const fw_batcher *b)
+{
+    return b->decoding + (decode_admitted(b) ? b->cpu_q[STEP_DECODE].count : 0);
+}
+
+/* Wakes a model thread whose queue holds work that nothing else can join any more, so it
+ * runs now instead of at its batch deadline; mu held. */
+static void poke(fw_batcher *b)
+{
+    if (b->det_q.count && detect_upstream(b) == 0)
+        pthread_cond_signal(&b->det_cv);
+    if (b->emb_waiting && b->emb_up == 0)
+        pthread_cond_signal(&b->emb_cv);
+}
+
+/* Charges x's freshly decoded image to the memory bound. */
+static void charge_image(fw_batcher *b, bitem *x)
+{
+    const fw_image *img = x->it.img;
+    x->img_bytes = img ? (size_t)img->width * (size_t)img->height * 3 + sizeof *img : 0;
+    size_t now = atomic_fetch_add(&b->decoded_bytes, x->img_bytes) + x->img_bytes;
+    size_t peak = atomic_load(&b->decoded_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&b->decoded_peak, &peak, now))
+        ;
+}
+
+/* Frees x's decoded image and releases its charge. */
+static void drop_image(fw_batcher *b, bitem *x)
+{
+    fw_image_free(x->it.img);
+    x->it.img = NULL;
+    if (x->img_bytes) {
+        atomic_fetch_sub(&b->decoded_bytes, x->img_bytes);
+        x->img_bytes = 0;
+    }
+}
+
+/* Puts x where x->step says, moving it in the upstream counts; called with mu held. */
 static void route(fw_batcher *b, bitem *x)
 {
+    if (feeds_embedder(x->job, x->counted))
+        b->emb_up--;
+    x->counted = x->step;
+    if (feeds_embedder(x->job, x->step))
+        b->emb_up++;
     if (x->step < STEP__CPU) {
         q_push(&b->cpu_q[x->step], x);
         pthread_cond_signal(&b->cpu_cv);
@@ -194,6 +278,7 @@ static void route(fw_batcher *b, bitem *x)
         if (was == 0 || b->emb_waiting >= (size_t)b->cfg.max_batch_faces)
             pthread_cond_signal(&b->emb_cv);
     }
+    poke(b);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -212,7 +297,11 @@ static void complete_job(fw_batcher *b, job *j)
         j->next->prev = j->prev;
     /* capacity is released before the callback so that a client answered by it can
      * submit again at once */
-    atomic_fetch_sub(&b->in_system, n);
+    if (atomic_fetch_sub(&b->in_system, n) == n && b->trim_delay_ns) {
+        b->trim_pending = true; /* a CPU thread trims once the batcher stays idle */
+        b->idle_since_ns = end;
+        pthread_cond_signal(&b->cpu_cv);
+    }
     pthread_mutex_unlock(&b->mu);
     bump(&b->jobs_completed, 1);
 
@@ -246,6 +335,7 @@ static void item_release(fw_batcher *b, bitem *x, const fw_result *res)
     job *j = x->job;
     if (x->it.dets == &x->crop_det)
         x->it.dets = NULL;
+    drop_image(b, x);
     fw_item_clear(&x->it);
     free(x->chw);
     x->chw = x->emb = NULL;
@@ -298,6 +388,7 @@ static bitem *step_decode(fw_batcher *b, bitem *x)
         finish_item(b, x);
         return NULL;
     }
+    charge_image(b, x);
     x->step = STEP_DETECT;
     return x;
 }
@@ -327,8 +418,7 @@ static bitem *step_prepare(fw_batcher *b, bitem *x)
             item_fail(x, rc, e.message);
     }
     /* the detection image is not needed any more */
-    fw_image_free(x->it.img);
-    x->it.img = NULL;
+    drop_image(b, x);
     if (x->it.status != FW_OK) {
         finish_item(b, x);
         return NULL;
@@ -408,29 +498,74 @@ static bitem *run_cpu_step(fw_batcher *b, bitem *x)
     }
 }
 
+/* Gives freed heap memory back to the system (glibc keeps it otherwise). */
+static void trim_memory(fw_batcher *b)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+    bump(&b->memory_trims, 1);
+    FW_DEBUG("batcher", "idle: memory trimmed", "decoded_bytes=%zu",
+             atomic_load(&b->decoded_bytes));
+#else
+    (void)b;
+#endif
+}
+
+/* With no CPU work: waits for some, or trims memory once the batcher has stayed idle for
+ * trim_delay_ns; mu held (released while trimming). */
+static void cpu_idle(fw_batcher *b)
+{
+    if (!b->trim_pending || atomic_load(&b->in_system) > 0) {
+        pthread_cond_wait(&b->cpu_cv, &b->mu);
+        return;
+    }
+    uint64_t due = b->idle_since_ns + b->trim_delay_ns;
+    if (now_ns() < due) {
+        wait_until(&b->cpu_cv, &b->mu, due);
+        return;
+    }
+    b->trim_pending = false;
+    pthread_mutex_unlock(&b->mu);
+    trim_memory(b);
+    pthread_mutex_lock(&b->mu);
+}
+
 static void *cpu_main(void *arg)
 {
     worker *w = arg;
     fw_batcher *b = w->b;
-    bitem *next = NULL;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (next) {
-            route(b, next);
-            next = NULL;
-        }
         if (b->stop)
             break;
+        /* nearest to completion first; no new decode while decoded images fill the bound */
         bitem *x = NULL;
         for (int p = 0; p < STEP__CPU && !x; p++)
-            x = q_pop(&b->cpu_q[p]);
+            if (p != STEP_DECODE || decode_admitted(b))
+                x = q_pop(&b->cpu_q[p]);
         if (!x) {
-            pthread_cond_wait(&b->cpu_cv, &b->mu);
+            cpu_idle(b);
             continue;
         }
+        const bool decode = x->step == STEP_DECODE;
+        const bool upstream = feeds_embedder(x->job, x->counted);
+        if (decode)
+            b->decoding++;
         pthread_mutex_unlock(&b->mu);
-        next = run_cpu_step(b, x);
+        bitem *next = run_cpu_step(b, x); /* x may be gone when NULL */
         pthread_mutex_lock(&b->mu);
+        if (decode)
+            b->decoding--;
+        if (next) {
+            route(b, next);
+        } else {
+            if (upstream)
+                b->emb_up--;
+            poke(b);
+        }
+        /* this step may have released decoded images: let a waiting thread decode */
+        if (b->cpu_q[STEP_DECODE].count && decode_admitted(b))
+            pthread_cond_signal(&b->cpu_cv);
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -508,7 +643,8 @@ static void *detect_main(void *arg)
             pthread_cond_wait(&b->det_cv, &b->mu);
             continue;
         }
-        if (q->count < max && b->accepting) {
+        /* wait for a fuller batch only while more images are on their way */
+        if (q->count < max && b->accepting && detect_upstream(b) > 0) {
             uint64_t deadline = q->head->enq_ns + b->delay_ns;
             if (now_ns() < deadline) {
                 wait_until(&b->det_cv, &b->mu, deadline);
@@ -610,7 +746,8 @@ static void *embed_main(void *arg)
             pthread_cond_wait(&b->emb_cv, &b->mu);
             continue;
         }
-        if (b->emb_waiting < max && b->accepting) {
+        /* wait for a fuller batch only while more faces are on their way */
+        if (b->emb_waiting < max && b->accepting && b->emb_up > 0) {
             uint64_t deadline = b->emb_q.head->enq_ns + b->delay_ns;
             if (now_ns() < deadline) {
                 wait_until(&b->emb_cv, &b->mu, deadline);
@@ -654,6 +791,8 @@ void fw_batcher_config_init(fw_batcher_config *cfg)
     cfg->max_batch_faces = 32;
     cfg->max_queue_delay_us = 2000;
     cfg->max_queue_images = 256;
+    cfg->max_decoded_bytes = (size_t)512 << 20;
+    cfg->idle_trim_ms = 1000;
 }
 
 static void stop_and_join(fw_batcher *b)
@@ -751,6 +890,11 @@ fw_err fw_batcher_new(fw_engine *eng, const fw_batcher_config *cfg, fw_batcher *
         b->cfg.max_batch_faces = defaults.max_batch_faces;
     if (b->cfg.max_queue_images == 0)
         b->cfg.max_queue_images = defaults.max_queue_images;
+    if (b->cfg.max_decoded_bytes == 0)
+        b->cfg.max_decoded_bytes = defaults.max_decoded_bytes;
+    if (b->cfg.idle_trim_ms == 0)
+        b->cfg.idle_trim_ms = defaults.idle_trim_ms;
+    b->trim_delay_ns = b->cfg.idle_trim_ms < 0 ? 0 : (uint64_t)b->cfg.idle_trim_ms * 1000000u;
     b->eng = eng;
     b->delay_ns = (uint64_t)b->cfg.max_queue_delay_us * 1000u;
     b->per = fw_pipeline_embed_input_size(eng);
@@ -795,10 +939,11 @@ fw_err fw_batcher_new(fw_engine *eng, const fw_batcher_config *cfg, fw_batcher *
     }
     FW_INFO("batcher", "started",
             "decode_threads=%d detect_threads=%d embed_threads=%d max_batch_images=%d "
-            "max_batch_faces=%d max_queue_delay_us=%u max_queue_images=%zu",
+            "max_batch_faces=%d max_queue_delay_us=%u max_queue_images=%zu "
+            "max_decoded_mb=%zu idle_trim_ms=%d",
             b->cfg.decode_threads, b->cfg.detect_threads, b->cfg.embed_threads,
             b->cfg.max_batch_images, b->cfg.max_batch_faces, (unsigned)b->cfg.max_queue_delay_us,
-            b->cfg.max_queue_images);
+            b->cfg.max_queue_images, b->cfg.max_decoded_bytes >> 20, b->cfg.idle_trim_ms);
     *out = b;
     return FW_OK;
 }
@@ -833,7 +978,7 @@ fw_err fw_batcher_submit(fw_batcher *b, const fw_batcher_job *job_in, fw_error *
         bitem *x = &j->items[i];
         fw_item_init(&x->it, job_in->inputs[i].data, job_in->inputs[i].len);
         x->job = j;
-        x->step = first;
+        x->step = x->counted = first;
     }
     j->submit_ns = now_ns();
 
@@ -852,6 +997,8 @@ fw_err fw_batcher_submit(fw_batcher *b, const fw_batcher_job *job_in, fw_error *
         b->jobs = j;
         for (size_t i = 0; i < n; i++)
             q_push(&b->cpu_q[first], &j->items[i]);
+        if (wants_embeddings(j))
+            b->emb_up += n;
         if (n >= (size_t)b->cfg.decode_threads)
             pthread_cond_broadcast(&b->cpu_cv);
         else
@@ -923,6 +1070,9 @@ void fw_batcher_get_stats(fw_batcher *b, fw_batcher_stats *out)
     out->detect_images = atomic_load(&b->detect_images);
     out->embed_batches = atomic_load(&b->embed_batches);
     out->embed_faces = atomic_load(&b->embed_faces);
+    out->decoded_bytes = atomic_load(&b->decoded_bytes);
+    out->decoded_bytes_peak = atomic_load(&b->decoded_peak);
+    out->memory_trims = atomic_load(&b->memory_trims);
 }
 
 void fw_batcher_free(fw_batcher *b)

@@ -6,11 +6,22 @@
  *   detector thread             gathers decoded items of ANY job, one detector run
  *   embedder thread             gathers prepared faces of ANY job, one embedder run
  *
- * A model thread runs as soon as it holds max_batch_* items (faces), or when the oldest
- * one has waited max_queue_delay_us, or while draining. Items with no faces skip the
- * embedder. Capacity is bounded by max_queue_images (images accepted and not yet
- * completed, across all stages): a submit that would exceed it fails with FW_ERR_BUSY at
- * once, never blocks.
+ * A model thread runs at once when no more items can join its batch soon: nothing else is
+ * on its way to that stage (for the detector: no image being decoded or queued for
+ * decoding; for the embedder: no item of a job that wants embeddings still in decode,
+ * detection, alignment or crop preparation), or it holds max_batch_* items (faces), or
+ * while draining. Only while more work is on its way does it wait, and then at most until
+ * its oldest item has waited max_queue_delay_us. So a lone request is never delayed, and
+ * items arriving together still share a run. Items with no faces skip the embedder.
+ *
+ * Capacity is bounded by max_queue_images (images accepted and not yet completed, across
+ * all stages): a submit that would exceed it fails with FW_ERR_BUSY at once, never blocks.
+ * Memory is bounded by max_decoded_bytes: the CPU pool starts decoding an image only while
+ * the decoded images held (waiting for or in detection) take less than that; otherwise the
+ * image waits in the decode queue (no error) until detection releases some. The bound can
+ * be passed by at most decode_threads images (a decode is admitted before its size is
+ * known), and one image larger than the bound still runs alone. When the batcher has been
+ * idle for idle_trim_ms it returns freed heap memory to the system (glibc malloc_trim).
  *
  *   fw_batcher_config cfg; fw_batcher_config_init(&cfg);
  *   fw_batcher *b; fw_batcher_new(eng, &cfg, &b, &err);
@@ -63,8 +74,13 @@ typedef struct fw_batcher_config {
     int embed_threads;           /* embedder threads (1) */
     int max_batch_images;        /* largest detector batch (16) */
     int max_batch_faces;         /* largest embedder batch (32) */
-    uint32_t max_queue_delay_us; /* longest an item waits for its batch to fill (2000) */
+    uint32_t max_queue_delay_us; /* longest an item waits for its batch to fill while more
+                                    work is on its way (2000) */
     size_t max_queue_images;     /* images in the system at once (256) */
+    size_t max_decoded_bytes;    /* decoded images held at once, bytes (512 MiB; SIZE_MAX:
+                                    no bound) */
+    int idle_trim_ms;            /* idle this long: give freed memory back (1000; negative:
+                                    never) */
 
     /* Optional hooks for metrics, called on batcher threads (must be thread-safe). */
     void *hook_user;
@@ -107,14 +123,17 @@ typedef struct fw_batcher_stats {
     uint64_t faces;        /* faces returned */
     uint64_t detect_batches, detect_images;
     uint64_t embed_batches, embed_faces;
+    size_t decoded_bytes;      /* decoded images held now (see max_decoded_bytes) */
+    size_t decoded_bytes_peak; /* the most held at once since creation */
+    uint64_t memory_trims;     /* times idle memory was given back */
     bool draining;
 } fw_batcher_stats;
 
 void fw_batcher_config_init(fw_batcher_config *cfg);
 
 /* Starts the threads. eng is not owned and must outlive the batcher; cfg is copied (NULL:
- * defaults; zero or negative counts take the defaults). On success *out is owned by the
- * caller (fw_batcher_free). */
+ * defaults; zero or negative counts and a zero max_decoded_bytes or idle_trim_ms take the
+ * defaults). On success *out is owned by the caller (fw_batcher_free). */
 fw_err fw_batcher_new(fw_engine *eng, const fw_batcher_config *cfg, fw_batcher **out,
                       fw_error *err);
 

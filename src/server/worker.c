@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "core/pipeline.h"
 #include "server/api.h"
 #include "server/batcher.h"
+#include "server/gpuinfo.h"
 #include "server/http.h"
 #include "server/sdnotify.h"
 #include "util/config.h"
@@ -40,6 +42,11 @@ typedef struct worker_opts {
     fw_str_list listen;
     char *models, *provider, *detection_provider, *embedding_provider;
     int threads, device_id, http_threads, decode_threads, max_batch, max_batch_faces;
+    int detect_threads, embed_threads, max_decoded_mb;
+    /* GPU (docs/gpu.md) */
+    char *detection_gpu, *embedding_gpu, *gpu_arena_extend, *cudnn_conv_algo, *trt_cache, *warmup;
+    size_t gpu_mem_limit;
+    bool gpu_pinned_io, trt_fp16;
     double max_queue_delay;
     int max_queue;
     size_t max_body, max_image_bytes;
@@ -54,6 +61,44 @@ typedef struct worker_opts {
     {                                                                                              \
         .name = n, .env = e, .type = t, .def = d, .help = h, .dest = f                             \
     }
+
+/* GPU placement and CUDA/TensorRT settings (docs/gpu.md); returns how many it wrote. */
+static size_t gpu_options(worker_opts *o, fw_option *t)
+{
+    size_t n = 0;
+    t[n++] = (fw_option)OPT("detection-gpu", "FACE_DETECTION_GPU", FW_OPT_STRING, NULL,
+                            "true: detector and landmarks on the GPU provider (--provider, or "
+                            "auto); false: on the CPU (unset: --provider; "
+                            "--detection-provider wins)",
+                            &o->detection_gpu);
+    t[n++] = (fw_option)OPT("embedding-gpu", "FACE_EMBEDDING_GPU", FW_OPT_STRING, NULL,
+                            "true: embedder on the GPU provider; false: on the CPU (unset: "
+                            "--provider; --embedding-provider wins)",
+                            &o->embedding_gpu);
+    t[n] = (fw_option)OPT("gpu-mem-limit", "FACEWORK_GPU_MEM_LIMIT", FW_OPT_SIZE, "0",
+                          "CUDA arena limit per model session (0: none)", &o->gpu_mem_limit);
+    t[n].min = 0, t[n++].max = 1e15;
+    t[n++] = (fw_option)OPT(
+        "gpu-arena-extend", "FACEWORK_GPU_ARENA_EXTEND", FW_OPT_STRING, "next_power_of_two",
+        "CUDA arena growth: next_power_of_two or same_as_requested", &o->gpu_arena_extend);
+    t[n++] =
+        (fw_option)OPT("cudnn-conv-algo", "FACEWORK_CUDNN_CONV_ALGO", FW_OPT_STRING, "heuristic",
+                       "cuDNN convolution algorithm search: heuristic, exhaustive or default",
+                       &o->cudnn_conv_algo);
+    t[n++] = (fw_option)OPT("gpu-pinned-io", "FACEWORK_GPU_PINNED_IO", FW_OPT_BOOL, "true",
+                            "pinned host buffers and outputs bound to pinned memory on CUDA",
+                            &o->gpu_pinned_io);
+    t[n++] = (fw_option)OPT("trt-cache", "FACEWORK_TRT_CACHE", FW_OPT_STRING, NULL,
+                            "TensorRT engine cache directory (default ~/.cache/facework/trt)",
+                            &o->trt_cache);
+    t[n++] = (fw_option)OPT("trt-fp16", "FACEWORK_TRT_FP16", FW_OPT_BOOL, "false",
+                            "let TensorRT use FP16 kernels", &o->trt_fp16);
+    t[n++] = (fw_option)OPT("warmup", "FACEWORK_WARMUP", FW_OPT_STRING, "auto",
+                            "model warm-up at load: auto (GPU: every power of two up to the "
+                            "largest batch; CPU: batch 1), all, one or none",
+                            &o->warmup);
+    return n;
+}
 
 static size_t build_options(worker_opts *o, fw_option *t)
 {
@@ -73,6 +118,7 @@ static size_t build_options(worker_opts *o, fw_option *t)
     t[n++] =
         (fw_option)OPT("embedding-provider", "FACEWORK_EMBEDDING_PROVIDER", FW_OPT_STRING, NULL,
                        "provider for the embedder (default: --provider)", &o->embedding_provider);
+    n += gpu_options(o, t + n);
     t[n] = (fw_option)OPT("threads", "FACEWORK_THREADS", FW_OPT_INT, "0",
                           "ONNX Runtime intra-op threads per model (0: ORT default)", &o->threads);
     t[n].min = 0, t[n++].max = 256;
@@ -85,11 +131,28 @@ static size_t build_options(worker_opts *o, fw_option *t)
     t[n] = (fw_option)OPT("decode-threads", "FACEWORK_DECODE_THREADS", FW_OPT_INT, "2",
                           "CPU pool for decoding and alignment", &o->decode_threads);
     t[n].min = 1, t[n++].max = 256;
+    t[n] = (fw_option)OPT("detect-threads", "FACEWORK_DETECT_THREADS", FW_OPT_INT, "0",
+                          "detector threads, each running its own batches (0: automatic: 1, on a "
+                          "GPU 2)",
+                          &o->detect_threads);
+    t[n].min = 0, t[n++].max = 64;
+    t[n] = (fw_option)OPT("embed-threads", "FACEWORK_EMBED_THREADS", FW_OPT_INT, "0",
+                          "embedder threads (0: automatic: on the CPU provider cores / --threads, "
+                          "at most 16; on a GPU 2)",
+                          &o->embed_threads);
+    t[n].min = 0, t[n++].max = 64;
+    t[n] = (fw_option)OPT("max-decoded-mb", "FACEWORK_MAX_DECODED_MB", FW_OPT_INT, "0",
+                          "decoded images held at once, MiB; beyond it decoding waits (0: "
+                          "automatic: two detector batches of 8 MiB images, at least 64)",
+                          &o->max_decoded_mb);
+    t[n].min = 0, t[n++].max = 1048576;
     t[n] = (fw_option)OPT("max-batch", "FACEWORK_MAX_BATCH", FW_OPT_INT, "16",
                           "largest detector batch (images)", &o->max_batch);
     t[n].min = 1, t[n++].max = 256;
     t[n] = (fw_option)OPT("max-batch-faces", "FACEWORK_MAX_BATCH_FACES", FW_OPT_INT, "32",
-                          "largest embedder batch (faces)", &o->max_batch_faces);
+                          "largest embedder batch (faces; unless set, 8 when the embedder runs "
+                          "on the CPU)",
+                          &o->max_batch_faces);
     t[n].min = 1, t[n++].max = 1024;
     t[n] = (fw_option)OPT("max-queue-delay", "FACEWORK_MAX_QUEUE_DELAY", FW_OPT_DURATION, "2ms",
                           "longest an item waits for its batch to fill", &o->max_queue_delay);
@@ -153,10 +216,17 @@ static size_t build_options(worker_opts *o, fw_option *t)
     return n;
 }
 
-#define MAX_OPTIONS 40
+#define MAX_OPTIONS 64
 
 /* ------------------------------------------------------------------------------------ */
 /* state                                                                                */
+
+/* One facework_provider_info child: 1 while `provider` serves `role`. */
+typedef struct provider_ref {
+    const struct worker *w;
+    fw_role role;
+    const char *provider;
+} provider_ref;
 
 typedef struct worker {
     worker_opts o;
@@ -174,6 +244,10 @@ typedef struct worker {
     fw_api_limits limits;
     bool gpu_used;
     bool dml_available;
+    fw_gpu_monitor *gpu;    /* NVML and GPU settings (/gpu_info, /metrics) */
+    const fw_option *table; /* the parsed options, for their sources */
+    size_t n_table;
+    provider_ref provider_refs[FW_ROLE__COUNT][2]; /* facework_provider_info children */
     char provider[32];
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
@@ -189,6 +263,27 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The provider serving the embedder now (a GPU fault may have moved it to the CPU). */
+static const char *provider_now(const worker *w)
+{
+    return w->eng ? fw_engine_provider(w->eng, FW_ROLE_EMBEDDER) : w->provider;
+}
+
+/* A GPU provider serves at least one model now. */
+static bool gpu_used_now(const worker *w)
+{
+    return w->eng ? fw_engine_gpu_in_use(w->eng) : w->gpu_used;
+}
+
+/* True when option `name` was set by a flag, the environment or .env. */
+static bool opt_explicit(const worker *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_table; i++)
+        if (w->table[i].name && !strcmp(w->table[i].name, name))
+            return w->table[i].source != FW_SRC_DEFAULT;
+    return false;
 }
 
 static void set_state(worker *w, int state)
@@ -264,10 +359,10 @@ static void job_respond(job_ctx *c)
     worker *w = c->w;
     fw_api_response_info info = {
         .took_ms = (now_s() - c->t0) * 1e3,
-        .provider = w->provider,
+        .provider = provider_now(w),
         .model = fw_engine_pack_name(w->eng),
         .embedding_dim = fw_engine_embedding_dim(w->eng),
-        .gpu_used = w->gpu_used,
+        .gpu_used = gpu_used_now(w),
         .worker_id = w->worker_id,
     };
     size_t faces = 0, errors = 0;
@@ -424,11 +519,11 @@ static void handle_health(fw_http_request *req, void *user)
     int state = atomic_load(&w->state);
     json_t *j = json_object();
     json_object_set_new(j, "status", json_string(state_name(state)));
-    json_object_set_new(j, "gpu_available", json_boolean(w->gpu_used));
+    json_object_set_new(j, "gpu_available", json_boolean(gpu_used_now(w)));
     json_object_set_new(j, "directml_available", json_boolean(w->dml_available));
     json_object_set_new(j, "model_loaded", json_boolean(state != STATE_LOADING));
     json_object_set_new(j, "uptime_seconds", json_real(now_s() - w->started));
-    json_object_set_new(j, "provider", json_string(w->provider));
+    json_object_set_new(j, "provider", json_string(provider_now(w)));
     json_object_set_new(
         j, "queue_depth",
         json_integer(w->batcher ? (json_int_t)fw_batcher_queue_depth(w->batcher) : 0));
@@ -437,6 +532,8 @@ static void handle_health(fw_http_request *req, void *user)
     json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
     json_object_set_new(j, "model",
                         w->eng ? json_string(fw_engine_pack_name(w->eng)) : json_null());
+    /* roles moved to the CPU after GPU faults: still serving, degraded */
+    json_object_set_new(j, "gpu_fallback", fw_gpu_fallback_json(w->eng));
     respond_json(req, state == STATE_READY ? 200 : 503, j);
 }
 
@@ -455,7 +552,7 @@ static void handle_gpu_info(fw_http_request *req, void *user)
     json_t *pack = desc ? json_loads(desc, 0, NULL) : NULL;
     free(desc);
     json_t *j = json_object();
-    json_object_set_new(j, "gpu_available", json_boolean(w->gpu_used));
+    json_object_set_new(j, "gpu_available", json_boolean(gpu_used_now(w)));
     json_t *active = json_object();
     json_object_set_new(active, "detector",
                         json_string(fw_engine_provider(w->eng, FW_ROLE_DETECTOR)));
@@ -468,7 +565,8 @@ static void handle_gpu_info(fw_http_request *req, void *user)
     json_object_set_new(j, "available_providers", avail ? json_incref(avail) : json_array());
     json_t *ver = pack ? json_object_get(pack, "onnxruntime_version") : NULL;
     json_object_set_new(j, "onnxruntime_version", ver ? json_incref(ver) : json_null());
-    json_object_set_new(j, "device", json_null()); /* CPU: no device name or memory */
+    /* device (NVML; null without it), nvml, gpu_settings, fallback, faults */
+    fw_gpu_monitor_describe(w->gpu, w->eng, j);
     json_object_set_new(j, "model_pack", pack ? pack : json_null());
     respond_json(req, 200, j);
 }
@@ -553,12 +651,6 @@ static double gauge_ready(void *user)
     return atomic_load(&w->state) == STATE_READY;
 }
 
-static double gauge_one(void *user)
-{
-    (void)user;
-    return 1;
-}
-
 static fw_err setup_metrics(worker *w, fw_error *err)
 {
     static const double seconds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -605,7 +697,15 @@ static fw_err setup_metrics(worker *w, fw_error *err)
     return FW_OK;
 }
 
-/* The active-provider info metric, registered once the models are loaded. */
+static double gauge_provider(void *user)
+{
+    const provider_ref *ref = user;
+    return !strcmp(fw_engine_provider(ref->w->eng, ref->role), ref->provider);
+}
+
+/* The active-provider info metric, registered once the models are loaded: 1 for the
+ * provider serving each role; a role on a GPU also has a "cpu" child, 0 until device faults
+ * move it there. Plus the GPU metrics (NVML, faults). */
 static void register_provider_metric(worker *w)
 {
     fw_error err;
@@ -614,10 +714,19 @@ static void register_provider_metric(worker *w)
                          "execution provider serving each model role",
                          FW_LABELS("role", "provider"), &f, &err))
         return;
-    static const char *const roles[] = {"detector", "landmarks", "embedder"};
-    for (int r = 0; r < FW_ROLE__COUNT; r++)
-        fw_metrics_callback_child(f, FW_LABELS(roles[r], fw_engine_provider(w->eng, (fw_role)r)),
-                                  gauge_one, w, NULL, &err);
+    for (int r = 0; r < FW_ROLE__COUNT; r++) {
+        const char *now = fw_engine_provider(w->eng, (fw_role)r);
+        w->provider_refs[r][0] = (provider_ref){w, (fw_role)r, now};
+        fw_metrics_callback_child(f, FW_LABELS(fw_role_name((fw_role)r), now), gauge_provider,
+                                  &w->provider_refs[r][0], NULL, &err);
+        if (strcmp(now, "cpu") && strcmp(now, "none")) {
+            w->provider_refs[r][1] = (provider_ref){w, (fw_role)r, "cpu"};
+            fw_metrics_callback_child(f, FW_LABELS(fw_role_name((fw_role)r), "cpu"), gauge_provider,
+                                      &w->provider_refs[r][1], NULL, &err);
+        }
+    }
+    if (fw_gpu_monitor_register_metrics(w->gpu, w->eng, w->reg, &err))
+        FW_WARN("worker", "GPU metrics not registered", "error=\"%s\"", err.message);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -700,6 +809,93 @@ static void *watchdog_thread(void *arg)
     return NULL;
 }
 
+/* CPUs this process may run on. */
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* --detect-threads and --embed-threads, 0 resolved for the CPU: one detector thread; on
+ * the CPU provider as many embedder threads as the cores hold ONNX Runtime pools of
+ * --threads (ORT's default pool takes every core: then 1), at most 16; else 1 (gpu_batching
+ * then decides for a model on a GPU). */
+static void model_threads(const worker *w, int *detect, int *embed)
+{
+    const int cores = usable_cores();
+    const bool emb_cpu = !strcmp(fw_engine_provider(w->eng, FW_ROLE_EMBEDDER), "cpu");
+    const int per = w->o.threads > 0 ? w->o.threads : cores;
+    int auto_embed = emb_cpu ? cores / per : 1;
+    auto_embed = auto_embed < 1 ? 1 : auto_embed > 16 ? 16 : auto_embed;
+    *detect = w->o.detect_threads > 0 ? w->o.detect_threads : 1;
+    *embed = w->o.embed_threads > 0 ? w->o.embed_threads : auto_embed;
+}
+
+/* The provider a role takes from FACE_DETECTION_GPU / FACE_EMBEDDING_GPU (flag: the
+ * option's value, already checked to be a boolean): NULL (follow --provider) when unset,
+ * "cpu" when false, --provider (or "auto" when that is cpu) when true. An explicit
+ * --detection-provider / --embedding-provider is used as it is. */
+static const char *role_placement(const worker *w, const char *explicit_provider, const char *flag)
+{
+    bool on = false;
+    if (explicit_provider || !flag || !fw_parse_bool(flag, &on))
+        return explicit_provider;
+    if (!on)
+        return "cpu";
+    return strcmp(w->o.provider, "cpu") ? w->o.provider : "auto";
+}
+
+/* The GPU settings of the engine: role placement, CUDA arena and cuDNN search, pinned I/O,
+ * TensorRT cache, warm-up; and, unless --max-batch / --max-batch-faces were given, a largest
+ * model batch of 64 (what the batcher uses on a GPU, see gpu_batching). */
+static void gpu_engine_config(const worker *w, fw_engine_config *ec)
+{
+    const char *det = role_placement(w, w->o.detection_provider, w->o.detection_gpu);
+    const char *emb = role_placement(w, w->o.embedding_provider, w->o.embedding_gpu);
+    ec->role_provider[FW_ROLE_DETECTOR] = ec->role_provider[FW_ROLE_LANDMARKS] = det;
+    ec->role_provider[FW_ROLE_EMBEDDER] = emb;
+    ec->gpu_mem_limit = w->o.gpu_mem_limit;
+    ec->gpu_arena_extend = w->o.gpu_arena_extend;
+    ec->cudnn_conv_algo = w->o.cudnn_conv_algo;
+    ec->gpu_pageable_io = !w->o.gpu_pinned_io;
+    ec->trt_cache_dir = w->o.trt_cache;
+    ec->trt_fp16 = w->o.trt_fp16;
+    ec->warmup = !strcmp(w->o.warmup, "none")  ? FW_WARMUP_NONE
+                 : !strcmp(w->o.warmup, "one") ? FW_WARMUP_ONE
+                 : !strcmp(w->o.warmup, "all") ? FW_WARMUP_ALL
+                                               : FW_WARMUP_AUTO;
+    if ((!opt_explicit(w, "max-batch") || !opt_explicit(w, "max-batch-faces")) &&
+        ec->max_batch < 64)
+        ec->max_batch = 64;
+}
+
+/* On a GPU, unless set explicitly: batches of up to 64 images and 64 faces, and two model
+ * threads per role on a GPU (one batch is copied in or out while the other runs; the CPU
+ * pool decodes and prepares the next meanwhile). */
+static void gpu_batching(const worker *w, fw_batcher_config *bc)
+{
+    fw_role_status det, emb;
+    fw_engine_role_status(w->eng, FW_ROLE_DETECTOR, &det);
+    fw_engine_role_status(w->eng, FW_ROLE_EMBEDDER, &emb);
+    if (det.on_device && !opt_explicit(w, "max-batch"))
+        bc->max_batch_images = 64;
+    if (emb.on_device && !opt_explicit(w, "max-batch-faces"))
+        bc->max_batch_faces = 64;
+    if (det.on_device && !opt_explicit(w, "detect-threads") && w->o.detect_threads == 0)
+        bc->detect_threads = 2;
+    if (emb.on_device && !opt_explicit(w, "embed-threads") && w->o.embed_threads == 0)
+        bc->embed_threads = 2;
+    if (det.on_device || emb.on_device)
+        FW_INFO("worker", "gpu batching",
+                "detector=%s embedder=%s max_batch=%d max_batch_faces=%d detect_threads=%d "
+                "embed_threads=%d",
+                det.provider, emb.provider, bc->max_batch_images, bc->max_batch_faces,
+                bc->detect_threads, bc->embed_threads);
+}
+
 static int run_worker(worker *w)
 {
     fw_error err;
@@ -779,6 +975,11 @@ static int run_worker(worker *w)
     ec.max_batch = w->o.max_batch > w->o.max_batch_faces ? w->o.max_batch : w->o.max_batch_faces;
     ec.decode.max_bytes = w->o.max_image_bytes;
     ec.decode.max_pixels = (uint64_t)w->o.max_pixels;
+    gpu_engine_config(w, &ec);
+    if (fw_gpu_monitor_new(NULL, &ec, &w->gpu, &err)) {
+        FW_ERROR("worker", "gpu monitor", "error=\"%s\"", err.message);
+        goto out;
+    }
     if (fw_engine_new(&ec, &w->eng, &err)) {
         FW_ERROR("worker", "cannot load models", "error=\"%s\"", err.message);
         fprintf(stderr, "facework worker: %s\n", err.message);
@@ -799,10 +1000,27 @@ static int run_worker(worker *w)
     fw_batcher_config bc;
     fw_batcher_config_init(&bc);
     bc.decode_threads = w->o.decode_threads;
+    model_threads(w, &bc.detect_threads, &bc.embed_threads);
     bc.max_batch_images = w->o.max_batch;
     bc.max_batch_faces = w->o.max_batch_faces;
     bc.max_queue_delay_us = (uint32_t)(w->o.max_queue_delay * 1e6);
     bc.max_queue_images = (size_t)w->o.max_queue;
+    /* on the CPU the embedder costs more per face in runs of more than ~8 faces (cache) */
+    if (!opt_explicit(w, "max-batch-faces") &&
+        !strcmp(fw_engine_provider(w->eng, FW_ROLE_EMBEDDER), "cpu"))
+        bc.max_batch_faces = 8;
+    gpu_batching(w, &bc);
+    /* automatic memory bound: two full detector batches of 3 MP photos (8 MiB decoded) */
+    size_t decoded_mb =
+        w->o.max_decoded_mb > 0 ? (size_t)w->o.max_decoded_mb : 2 * 8 * (size_t)bc.max_batch_images;
+    bc.max_decoded_bytes = (decoded_mb < 64 && w->o.max_decoded_mb <= 0 ? 64 : decoded_mb) << 20;
+    FW_INFO("worker", "model threads",
+            "detect_threads=%d detect_auto=%s embed_threads=%d embed_auto=%s cores=%d "
+            "ort_threads=%d embedder=%s max_batch_faces=%d max_decoded_mb=%zu",
+            bc.detect_threads, w->o.detect_threads > 0 ? "false" : "true", bc.embed_threads,
+            w->o.embed_threads > 0 ? "false" : "true", usable_cores(), w->o.threads,
+            fw_engine_provider(w->eng, FW_ROLE_EMBEDDER), bc.max_batch_faces,
+            bc.max_decoded_bytes >> 20);
     bc.hook_user = w;
     bc.on_batch = on_batch;
     bc.on_job_done = on_batcher_job;
@@ -857,6 +1075,8 @@ out:
     w->eng = NULL;
     fw_metrics_free(w->reg);
     w->reg = NULL;
+    fw_gpu_monitor_free(w->gpu);
+    w->gpu = NULL;
     fw_lock_release(w->lock);
     w->lock = NULL;
     fw_signals_stop();
@@ -947,6 +1167,8 @@ int fw_worker_main(int argc, char **argv)
     fw_option table[MAX_OPTIONS];
     memset(table, 0, sizeof table);
     size_t n = build_options(&w->o, table);
+    w->table = table;
+    w->n_table = n;
     if (fw_config_wants_help(argc, argv)) {
         printf("usage: facework worker [options]\n\n"
                "Serves face detection and embeddings over HTTP/1.1 and HTTP/2 (h2c).\n"
@@ -973,6 +1195,23 @@ int fw_worker_main(int argc, char **argv)
     else if (strcmp(w->o.log_format, "logfmt")) {
         fprintf(stderr, "facework worker: --log-format: expected logfmt or json\n");
         goto done;
+    }
+    {
+        bool b;
+        const char *bad = w->o.detection_gpu && !fw_parse_bool(w->o.detection_gpu, &b)
+                              ? "FACE_DETECTION_GPU / --detection-gpu"
+                          : w->o.embedding_gpu && !fw_parse_bool(w->o.embedding_gpu, &b)
+                              ? "FACE_EMBEDDING_GPU / --embedding-gpu"
+                              : NULL;
+        if (bad) {
+            fprintf(stderr, "facework worker: %s: expected true or false\n", bad);
+            goto done;
+        }
+        if (strcmp(w->o.warmup, "auto") && strcmp(w->o.warmup, "all") &&
+            strcmp(w->o.warmup, "one") && strcmp(w->o.warmup, "none")) {
+            fprintf(stderr, "facework worker: --warmup: expected auto, all, one or none\n");
+            goto done;
+        }
     }
     if (w->o.api_key_file && !w->o.api_key &&
         read_key_file(w->o.api_key_file, &w->o.api_key, &err)) {

@@ -1,9 +1,12 @@
 /* The worker's batcher on the real default pack (CPU) and the six group photos
  * ($FW_PHOTOS_DIR/sample1..6.jpg: 3, 3, 3, 4, 5, 4 faces). Waits use condition variables
  * with generous bounds; a test that must hold the pipeline still blocks the detector in
- * its on_batch hook behind a gate the test opens. */
+ * its on_batch hook behind a gate the test opens, or holds an image "on its way" to the
+ * detector by blocking the CPU thread about to decode it in the job's `cancelled` hook
+ * (the decode gate). */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -71,12 +74,12 @@ static void on_done(void *user, fw_result *results, size_t n)
     pthread_mutex_unlock(&r->t->mu);
 }
 
-/* Waits until at least `target` callbacks fired; false after WAIT_MS. */
-static bool tracker_wait(tracker *t, int target)
+/* Waits until at least `target` callbacks fired; false after ms milliseconds. */
+static bool tracker_wait_ms(tracker *t, int target, int ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += WAIT_MS / 1000;
+    ts.tv_sec += ms / 1000;
     pthread_mutex_lock(&t->mu);
     int rc = 0;
     while (t->done < target && rc == 0)
@@ -84,6 +87,12 @@ static bool tracker_wait(tracker *t, int target)
     bool ok = t->done >= target;
     pthread_mutex_unlock(&t->mu);
     return ok;
+}
+
+/* Waits until at least `target` callbacks fired; false after WAIT_MS. */
+static bool tracker_wait(tracker *t, int target)
+{
+    return tracker_wait_ms(t, target, WAIT_MS);
 }
 
 static void rec_init(jobrec *r, tracker *t, fw_result *results, size_t n)
@@ -211,6 +220,78 @@ static bool gate_wait_held(void)
     bool ok = hk.held > 0;
     pthread_mutex_unlock(&hk.mu);
     return ok;
+}
+
+/* The decode gate: a job whose `cancelled` hook is decode_gate holds the CPU thread about
+ * to decode its item until the gate opens, then reports the job cancelled (the item ends
+ * UNAVAILABLE without being decoded). While held, the item counts as on its way to the
+ * detector and the embedder. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool closed;
+    int held;
+} dg = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static bool decode_gate(void *user)
+{
+    (void)user;
+    pthread_mutex_lock(&dg.mu);
+    dg.held++;
+    pthread_cond_broadcast(&dg.cv);
+    while (dg.closed)
+        pthread_cond_wait(&dg.cv, &dg.mu);
+    dg.held--;
+    pthread_mutex_unlock(&dg.mu);
+    return true;
+}
+
+static void decode_gate_close(void)
+{
+    pthread_mutex_lock(&dg.mu);
+    dg.closed = true;
+    pthread_mutex_unlock(&dg.mu);
+}
+
+static void decode_gate_open(void)
+{
+    pthread_mutex_lock(&dg.mu);
+    dg.closed = false;
+    pthread_cond_broadcast(&dg.cv);
+    pthread_mutex_unlock(&dg.mu);
+}
+
+/* Waits until a CPU thread is held at the decode gate. */
+static bool decode_gate_wait_held(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&dg.mu);
+    int rc = 0;
+    while (dg.held == 0 && rc == 0)
+        rc = pthread_cond_timedwait(&dg.cv, &dg.mu, &ts);
+    bool ok = dg.held > 0;
+    pthread_mutex_unlock(&dg.mu);
+    return ok;
+}
+
+/* Polls the batcher's stats until it reports draining (fw_batcher_free or _drain started
+ * on another thread); false after WAIT_MS. */
+static bool wait_draining(fw_batcher *b)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        fw_batcher_stats st;
+        fw_batcher_get_stats(b, &st);
+        if (st.draining)
+            return true;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 > WAIT_MS)
+            return false;
+        sched_yield();
+    }
 }
 
 static fw_batcher *new_batcher(fw_batcher_config *cfg)
@@ -760,8 +841,23 @@ static void test_bounded_queue(void **state)
     tracker_destroy(&t);
 }
 
-/* Drain completes every accepted job, without waiting for batches to fill (the queue
- * delay here is far longer than the drain's bound), then refuses new work. */
+typedef struct drain_call {
+    fw_batcher *b;
+    int timeout_ms;
+    fw_err rc;
+} drain_call;
+
+static void *drain_main(void *arg)
+{
+    drain_call *d = arg;
+    d->rc = fw_batcher_drain(d->b, d->timeout_ms);
+    return NULL;
+}
+
+/* Drain completes every accepted job without waiting for batches to fill: with an image
+ * held on its way to the detector (decode gate) and a 10-minute queue delay, the other
+ * jobs would wait; once drain starts they complete while the gate is still closed. Then
+ * new work is refused. */
 static void test_drain(void **state)
 {
     (void)state;
@@ -769,13 +865,23 @@ static void test_drain(void **state)
     fw_batcher_config_init(&cfg);
     cfg.max_queue_delay_us = 600u * 1000u * 1000u; /* 10 minutes */
     fw_batcher *b = new_batcher(&cfg);
-    tracker t;
+    tracker t, th;
     tracker_init(&t);
+    tracker_init(&th);
+    fw_error err;
+    fw_blob hin = blob(5);
+    fw_result hres;
+    jobrec hr;
+    rec_init(&hr, &th, &hres, 1);
+    fw_batcher_job hjob = make_job(FW_JOB_ANALYZE, &hin, 1, &hres, &hr);
+    hjob.cancelled = decode_gate;
+    decode_gate_close();
+    assert_int_equal(fw_batcher_submit(b, &hjob, &err), FW_OK);
+    assert_true(decode_gate_wait_held());
     enum { JOBS = 4 };
     fw_blob in[JOBS][2];
     fw_result res[JOBS][2];
     jobrec r[JOBS];
-    fw_error err;
     for (int k = 0; k < JOBS; k++) {
         in[k][0] = blob(k);
         in[k][1] = blob(k + 1);
@@ -785,7 +891,16 @@ static void test_drain(void **state)
             make_job(k == 3 ? FW_JOB_DETECT : FW_JOB_ANALYZE, in[k], n, res[k], &r[k]);
         assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
     }
-    assert_int_equal(fw_batcher_drain(b, WAIT_MS / 2), FW_OK);
+    drain_call d = {.b = b, .timeout_ms = WAIT_MS / 2, .rc = FW_ERR_INTERNAL};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, drain_main, &d), 0);
+    assert_true(tracker_wait(&t, JOBS)); /* the gate is still closed */
+    assert_int_equal(atomic_load(&hr.calls), 0);
+    decode_gate_open();
+    pthread_join(tid, NULL);
+    assert_int_equal(d.rc, FW_OK);
+    assert_int_equal(atomic_load(&hr.calls), 1);
+    assert_int_equal(hres.status, FW_ERR_UNAVAILABLE);
     for (int k = 0; k < JOBS; k++) {
         assert_int_equal(atomic_load(&r[k].calls), 1);
         assert_int_equal(atomic_load(&r[k].bad_args), 0);
@@ -810,7 +925,9 @@ static void test_drain(void **state)
         assert_int_equal(atomic_load(&r[k].calls), 1);
         clear_results(res[k], r[k].n);
     }
+    fw_result_clear(&hres);
     tracker_destroy(&t);
+    tracker_destroy(&th);
 }
 
 /* Drain reports a timeout while a job is held, and succeeds once it completes. */
@@ -845,42 +962,63 @@ static void test_drain_timeout(void **state)
     tracker_destroy(&t);
 }
 
+static void *free_main(void *arg)
+{
+    fw_batcher_free(arg);
+    return NULL;
+}
+
 /* Freeing with jobs waiting for a batch completes each exactly once, its images
- * UNAVAILABLE. */
+ * UNAVAILABLE. The jobs wait because an image is held on its way to the detector (decode
+ * gate) and the queue delay is 10 minutes; free runs on another thread, and the gate opens
+ * only once free has stopped the batcher, so no model ever runs. */
 static void test_free_with_jobs_waiting(void **state)
 {
     (void)state;
     fw_batcher_config cfg;
     fw_batcher_config_init(&cfg);
-    cfg.max_queue_delay_us = 600u * 1000u * 1000u; /* nothing runs before free */
+    cfg.max_queue_delay_us = 600u * 1000u * 1000u;
     fw_batcher *b = new_batcher(&cfg);
     tracker t;
     tracker_init(&t);
     enum { JOBS = 3 };
-    fw_blob in[JOBS][2];
-    fw_result res[JOBS][2];
-    jobrec r[JOBS];
+    fw_blob in[JOBS + 1][2];
+    fw_result res[JOBS + 1][2];
+    jobrec r[JOBS + 1];
     fw_error err;
-    for (int k = 0; k < JOBS; k++) {
+    for (int k = 0; k <= JOBS; k++) {
         in[k][0] = blob(k);
         in[k][1] = blob(5 - k);
-        rec_init(&r[k], &t, res[k], 2);
+        rec_init(&r[k], &t, res[k], k == JOBS ? 1 : 2);
+    }
+    /* the held job first: its one image occupies a CPU thread at the decode gate */
+    fw_batcher_job hjob = make_job(FW_JOB_ANALYZE, in[JOBS], 1, res[JOBS], &r[JOBS]);
+    hjob.cancelled = decode_gate;
+    decode_gate_close();
+    assert_int_equal(fw_batcher_submit(b, &hjob, &err), FW_OK);
+    assert_true(decode_gate_wait_held());
+    for (int k = 0; k < JOBS; k++) {
         fw_batcher_job job = make_job(FW_JOB_ANALYZE, in[k], 2, res[k], &r[k]);
         assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
     }
-    fw_batcher_free(b);
-    for (int k = 0; k < JOBS; k++) {
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, free_main, b), 0);
+    assert_true(wait_draining(b)); /* free has stopped every thread's next step */
+    decode_gate_open();
+    pthread_join(tid, NULL);
+    for (int k = 0; k <= JOBS; k++) {
         assert_int_equal(atomic_load(&r[k].calls), 1);
         assert_int_equal(atomic_load(&r[k].bad_args), 0);
-        for (int i = 0; i < 2; i++) {
+        for (size_t i = 0; i < r[k].n; i++) {
             assert_int_equal(res[k][i].status, FW_ERR_UNAVAILABLE);
             assert_int_equal(res[k][i].n_faces, 0);
             assert_true(strlen(res[k][i].message) > 0);
         }
-        clear_results(res[k], 2);
+        clear_results(res[k], r[k].n);
     }
     assert_int_equal(atomic_load(&hk.detect_runs), 0);
-    assert_int_equal(atomic_load(&hk.jobs_done), JOBS);
+    assert_int_equal(atomic_load(&hk.embed_runs), 0);
+    assert_int_equal(atomic_load(&hk.jobs_done), JOBS + 1);
     tracker_destroy(&t);
 }
 
@@ -925,6 +1063,313 @@ static void test_free_mid_pipeline(void **state)
     tracker_destroy(&t);
 }
 
+/* ---- when a model thread waits ---- */
+
+#define LONG_DELAY_US (600u * 1000u * 1000u) /* 10 minutes */
+#define LONE_BOUND_MS 60000                  /* a tenth of it */
+
+/* A lone item is not held back by max_queue_delay: with nothing else on its way, each
+ * stage runs it at once. The queue delay is 10 minutes and each job must be answered
+ * within a tenth of that (waiting once would miss the bound; it takes well under a second
+ * on a quiet machine). ANALYZE goes through both the detector and the embedder; then a
+ * DETECT job and an EMBED_CROPS job, each alone too. */
+static void test_lone_item_not_delayed(void **state)
+{
+    (void)state;
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.max_queue_delay_us = LONG_DELAY_US;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t;
+    tracker_init(&t);
+    fw_error err;
+    fw_blob in = blob(3);
+    fw_result got, det;
+    jobrec r1, r2;
+    rec_init(&r1, &t, &got, 1);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, &in, 1, &got, &r1);
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait_ms(&t, 1, LONE_BOUND_MS));
+    assert_int_equal(got.status, FW_OK);
+    assert_int_equal(got.n_faces, expected_faces[3]);
+    assert_non_null(got.faces[0].embedding);
+    assert_int_equal(atomic_load(&hk.detect_runs), 1);
+    assert_int_equal(atomic_load(&hk.embed_runs), 1);
+    assert_int_equal(atomic_load(&hk.max_embed), expected_faces[3]);
+    assert_true(atomic_load(&hk.max_wait) < LONE_BOUND_MS / 1000.0);
+
+    rec_init(&r2, &t, &det, 1);
+    job = make_job(FW_JOB_DETECT, &in, 1, &det, &r2);
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait_ms(&t, 2, LONE_BOUND_MS));
+    assert_int_equal(det.n_faces, expected_faces[3]);
+
+    /* one aligned crop, embedded alone */
+    fw_image *img;
+    assert_int_equal(fw_image_decode(in.data, in.len, NULL, &img, &err), FW_OK);
+    const size_t crop_bytes = (size_t)FW_ALIGNED_SIZE * FW_ALIGNED_SIZE * 3;
+    uint8_t *crop = malloc(crop_bytes);
+    assert_non_null(crop);
+    fw_align_face(img, (const float(*)[2])got.faces[0].landmarks, crop);
+    fw_blob cin = {crop, crop_bytes};
+    fw_result emb;
+    jobrec r3;
+    rec_init(&r3, &t, &emb, 1);
+    job = make_job(FW_JOB_EMBED_CROPS, &cin, 1, &emb, &r3);
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait_ms(&t, 3, LONE_BOUND_MS));
+    assert_int_equal(emb.status, FW_OK);
+    assert_int_equal(emb.n_faces, 1);
+    assert_int_equal(atomic_load(&hk.embed_runs), 2);
+    assert_true(atomic_load(&hk.max_wait) < LONE_BOUND_MS / 1000.0);
+    fw_batcher_free(b);
+    fw_result_clear(&got);
+    fw_result_clear(&det);
+    fw_result_clear(&emb);
+    fw_image_free(img);
+    free(crop);
+    tracker_destroy(&t);
+}
+
+/* Items arriving together still share runs. Three 2-image jobs are submitted while an image
+ * is held on its way to the detector (decode gate); the queue delay is 10 minutes, so the
+ * detector waits for everything on its way: once the gate opens, the six images go through
+ * one detector run and their 22 faces through one embedder run. */
+static void test_together_batched(void **state)
+{
+    (void)state;
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.max_queue_delay_us = LONG_DELAY_US;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t, th;
+    tracker_init(&t);
+    tracker_init(&th);
+    fw_error err;
+    fw_blob hin = blob(0);
+    fw_result hres;
+    jobrec hr;
+    rec_init(&hr, &th, &hres, 1);
+    fw_batcher_job hjob = make_job(FW_JOB_ANALYZE, &hin, 1, &hres, &hr);
+    hjob.cancelled = decode_gate;
+    decode_gate_close();
+    assert_int_equal(fw_batcher_submit(b, &hjob, &err), FW_OK);
+    assert_true(decode_gate_wait_held());
+    enum { JOBS = 3 };
+    fw_blob in[JOBS][2];
+    fw_result res[JOBS][2];
+    jobrec r[JOBS];
+    for (int k = 0; k < JOBS; k++) {
+        in[k][0] = blob(2 * k);
+        in[k][1] = blob(2 * k + 1);
+        rec_init(&r[k], &t, res[k], 2);
+        fw_batcher_job job = make_job(FW_JOB_ANALYZE, in[k], 2, res[k], &r[k]);
+        assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    }
+    decode_gate_open();
+    assert_true(tracker_wait_ms(&th, 1, LONE_BOUND_MS));
+    assert_true(tracker_wait_ms(&t, JOBS, LONE_BOUND_MS));
+    assert_int_equal(hres.status, FW_ERR_UNAVAILABLE);
+    for (int k = 0; k < JOBS; k++)
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(res[k][i].status, FW_OK);
+            assert_int_equal(res[k][i].n_faces, expected_faces[2 * k + i]);
+        }
+    fprintf(stderr, "detector runs %zu (largest %zu), embedder runs %zu (largest %zu)\n",
+            atomic_load(&hk.detect_runs), atomic_load(&hk.max_detect), atomic_load(&hk.embed_runs),
+            atomic_load(&hk.max_embed));
+    assert_int_equal(atomic_load(&hk.detect_runs), 1);
+    assert_int_equal(atomic_load(&hk.max_detect), 6);
+    assert_int_equal(atomic_load(&hk.embed_runs), 1);
+    assert_int_equal(atomic_load(&hk.max_embed), 22);
+    fw_batcher_free(b);
+    for (int k = 0; k < JOBS; k++)
+        clear_results(res[k], 2);
+    fw_result_clear(&hres);
+    tracker_destroy(&t);
+    tracker_destroy(&th);
+}
+
+/* While more work is on its way, an item does wait for its batch, but no longer than
+ * max_queue_delay: with an image held at the decode gate for good, a 1-image job still
+ * completes, and its first model run came at least the queue delay after its submit. */
+static void test_waits_while_work_upstream(void **state)
+{
+    (void)state;
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.max_queue_delay_us = 300u * 1000u;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t, th;
+    tracker_init(&t);
+    tracker_init(&th);
+    fw_error err;
+    fw_blob hin = blob(0), in = blob(1);
+    fw_result hres, got;
+    jobrec hr, r;
+    rec_init(&hr, &th, &hres, 1);
+    fw_batcher_job hjob = make_job(FW_JOB_ANALYZE, &hin, 1, &hres, &hr);
+    hjob.cancelled = decode_gate;
+    decode_gate_close();
+    assert_int_equal(fw_batcher_submit(b, &hjob, &err), FW_OK);
+    assert_true(decode_gate_wait_held());
+    rec_init(&r, &t, &got, 1);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, &in, 1, &got, &r);
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait(&t, 1)); /* the gate is still closed */
+    assert_int_equal(got.status, FW_OK);
+    assert_int_equal(got.n_faces, expected_faces[1]);
+    fprintf(stderr, "queue wait %.3f s\n", atomic_load(&hk.max_wait));
+    assert_true(atomic_load(&hk.max_wait) >= 0.3);
+    assert_int_equal(atomic_load(&hr.calls), 0);
+    decode_gate_open();
+    assert_true(tracker_wait(&th, 1));
+    assert_int_equal(hres.status, FW_ERR_UNAVAILABLE);
+    fw_batcher_free(b);
+    fw_result_clear(&got);
+    fw_result_clear(&hres);
+    tracker_destroy(&t);
+    tracker_destroy(&th);
+}
+
+/* Runs one job of n copies of photo p on a new batcher with this memory bound and these
+ * decode threads (10-minute queue delay); checks every result; returns the stats. */
+static fw_batcher_stats run_copies(int p, size_t n, size_t max_decoded, int decode_threads)
+{
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.max_queue_delay_us = LONG_DELAY_US;
+    cfg.max_decoded_bytes = max_decoded;
+    cfg.decode_threads = decode_threads;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t;
+    tracker_init(&t);
+    fw_blob in[8];
+    fw_result res[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++)
+        in[i] = blob(p);
+    jobrec r;
+    rec_init(&r, &t, res, n);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, in, n, res, &r);
+    fw_error err;
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait(&t, 1));
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(res[i].status, FW_OK);
+        assert_int_equal(res[i].n_faces, expected_faces[p]);
+    }
+    fw_batcher_stats st;
+    fw_batcher_get_stats(b, &st);
+    fw_batcher_free(b);
+    clear_results(res, n);
+    tracker_destroy(&t);
+    return st;
+}
+
+/* max_decoded_bytes bounds the decoded images held at once, and decoding waits for room
+ * rather than failing. Unbounded, six copies of a photo are all decoded before the
+ * detector runs them together (it waits for what is on its way): six images' worth held.
+ * With a 1-byte bound and one decode thread, an image is decoded only once the previous
+ * one has left detection: one image's worth at a time, one detector run per image, and
+ * every result still right. */
+static void test_memory_bound(void **state)
+{
+    (void)state;
+    fw_batcher_stats one = run_copies(4, 1, SIZE_MAX, 2);
+    size_t s = one.decoded_bytes_peak;
+    fprintf(stderr, "one decoded image: %zu bytes\n", s);
+    assert_true(s > 1000000); /* a multi-megapixel photo */
+    assert_int_equal(one.decoded_bytes, 0);
+
+    fw_batcher_stats all = run_copies(4, 6, SIZE_MAX, 2);
+    assert_int_equal(all.decoded_bytes_peak, 6 * s);
+    assert_int_equal(all.detect_batches, 1);
+    assert_int_equal(all.decoded_bytes, 0);
+
+    fw_batcher_stats bounded = run_copies(4, 6, 1, 1);
+    assert_int_equal(bounded.decoded_bytes_peak, s);
+    assert_int_equal(bounded.detect_batches, 6);
+    assert_int_equal(bounded.images, 6);
+    assert_int_equal(bounded.image_errors, 0);
+    assert_int_equal(bounded.decoded_bytes, 0);
+}
+
+/* Once idle for idle_trim_ms the batcher gives freed memory back (glibc malloc_trim). */
+static void test_idle_trim(void **state)
+{
+    (void)state;
+#ifdef __GLIBC__
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.idle_trim_ms = 1;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t;
+    tracker_init(&t);
+    fw_blob in = blob(0);
+    fw_result res;
+    jobrec r;
+    rec_init(&r, &t, &res, 1);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, &in, 1, &res, &r);
+    fw_error err;
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait(&t, 1));
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    fw_batcher_stats st;
+    for (;;) {
+        fw_batcher_get_stats(b, &st);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (st.memory_trims >= 1 || (now.tv_sec - start.tv_sec) * 1000 > WAIT_MS)
+            break;
+        sched_yield();
+    }
+    assert_true(st.memory_trims >= 1);
+    fw_batcher_free(b);
+    fw_result_clear(&res);
+    tracker_destroy(&t);
+#endif
+}
+
+/* Two detector and two embedder threads, small batches so runs split items: six jobs
+ * submitted at once each get what fw_engine_analyze gives. */
+static void test_several_model_threads(void **state)
+{
+    (void)state;
+    fw_blob in[6];
+    for (int i = 0; i < 6; i++)
+        in[i] = blob(i);
+    fw_result want[6], got[6];
+    fw_error err;
+    assert_int_equal(fw_engine_analyze(eng, in, 6, NULL, want, &err), FW_OK);
+    fw_batcher_config cfg;
+    fw_batcher_config_init(&cfg);
+    cfg.detect_threads = 2;
+    cfg.embed_threads = 2;
+    cfg.max_batch_images = 2;
+    cfg.max_batch_faces = 4;
+    fw_batcher *b = new_batcher(&cfg);
+    tracker t;
+    tracker_init(&t);
+    jobrec r[6];
+    for (int i = 0; i < 6; i++) {
+        rec_init(&r[i], &t, &got[i], 1);
+        fw_batcher_job job = make_job(FW_JOB_ANALYZE, &in[i], 1, &got[i], &r[i]);
+        assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    }
+    assert_true(tracker_wait(&t, 6));
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(atomic_load(&r[i].calls), 1);
+        assert_same_faces(&got[i], &want[i], true);
+    }
+    assert_true(atomic_load(&hk.max_detect) <= 2);
+    assert_true(atomic_load(&hk.max_embed) <= 4);
+    fw_batcher_free(b);
+    clear_results(want, 6);
+    clear_results(got, 6);
+    tracker_destroy(&t);
+}
+
 /* Argument checks, and free(NULL). */
 static void test_arguments(void **state)
 {
@@ -957,13 +1402,25 @@ static void test_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_arguments),           cmocka_unit_test(test_matches_engine_analyze),
-        cmocka_unit_test(test_batches_across_jobs), cmocka_unit_test(test_detect_jobs),
-        cmocka_unit_test(test_embed_crops),         cmocka_unit_test(test_embed_images),
-        cmocka_unit_test(test_cancelled_job),       cmocka_unit_test(test_bad_items),
-        cmocka_unit_test(test_bounded_queue),       cmocka_unit_test(test_drain),
-        cmocka_unit_test(test_drain_timeout),       cmocka_unit_test(test_free_with_jobs_waiting),
+        cmocka_unit_test(test_arguments),
+        cmocka_unit_test(test_matches_engine_analyze),
+        cmocka_unit_test(test_batches_across_jobs),
+        cmocka_unit_test(test_detect_jobs),
+        cmocka_unit_test(test_embed_crops),
+        cmocka_unit_test(test_embed_images),
+        cmocka_unit_test(test_cancelled_job),
+        cmocka_unit_test(test_bad_items),
+        cmocka_unit_test(test_bounded_queue),
+        cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_drain_timeout),
+        cmocka_unit_test(test_free_with_jobs_waiting),
         cmocka_unit_test(test_free_mid_pipeline),
+        cmocka_unit_test(test_lone_item_not_delayed),
+        cmocka_unit_test(test_together_batched),
+        cmocka_unit_test(test_waits_while_work_upstream),
+        cmocka_unit_test(test_memory_bound),
+        cmocka_unit_test(test_idle_trim),
+        cmocka_unit_test(test_several_model_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
