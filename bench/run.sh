@@ -19,4 +19,8 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
   if [ -x "$build/fw_loadgen" ] && [ -f "$root/bench/worker.sh" ]; then
     bash "$root/bench/worker.sh" "$build"
   fi
+  if [ -x "$build/fw_loadgen" ] && [ -f "$root/bench/backend.sh" ]; then
+    echo
+    bash "$root/bench/backend.sh" "$build"
+  fi
 } | tee "$out/bench-$stamp.md"

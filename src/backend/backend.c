@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/client_config.h"
 #include "facework/client.h"
 #include "facework/facework.h"
 #include "server/api.h"
@@ -171,7 +172,7 @@ static size_t build_options(backend_opts *o, fw_option *t)
     t[n] = (fw_option)OPT("worker-connections", NULL, FW_OPT_INT, NULL,
                           "connections per worker (GPU_WORKER_MAX_CONNECTIONS; 8)",
                           &o->worker_connections);
-    t[n].min = 1, t[n++].max = 10000;
+    t[n].min = 1, t[n++].max = 1024;
     t[n] = (fw_option)OPT("backoff-base", NULL, FW_OPT_DURATION, NULL,
                           "retry backoff base (GPU_WORKER_BACKOFF_BASE; 100ms)", &o->backoff_base);
     t[n].min = 0, t[n++].max = 3600;
@@ -187,9 +188,11 @@ static size_t build_options(backend_opts *o, fw_option *t)
     t[n++] = (fw_option)OPT("models", NULL, FW_OPT_STRING, NULL,
                             "CPU fallback model pack (FACEWORK_MODELS; the pack setup installed)",
                             &o->models);
-    t[n] = (fw_option)OPT("fallback-threads", NULL, FW_OPT_INT, NULL,
-                          "CPU fallback intra-op threads, 0: ORT's choice "
-                          "(GPU_WORKER_CPU_FALLBACK_THREADS; 0)",
+    /* read here as well as by the client: unset everywhere, the backend picks its own
+     * default (fallback_threads_auto) */
+    t[n] = (fw_option)OPT("fallback-threads", "GPU_WORKER_CPU_FALLBACK_THREADS", FW_OPT_INT, NULL,
+                          "CPU fallback ONNX Runtime intra-op threads per call, 0: ORT's choice "
+                          "(default: cores / --threads, at least 1)",
                           &o->fallback_threads);
     t[n].min = 0, t[n++].max = 256;
     return n;
@@ -203,7 +206,31 @@ static bool flag_set(const fw_option *t, size_t n, const char *name)
     return false;
 }
 
-/* Client flags given on the command line become explicit client settings. */
+/* True when the option was given at all (flag, environment or .env). */
+static bool opt_given(const fw_option *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].name && !strcmp(t[i].name, name))
+            return t[i].source != FW_SRC_DEFAULT;
+    return false;
+}
+
+/* The CPU fallback's intra-op threads when nobody chose: the backend runs up to --threads
+ * calls at once, each a fallback run when the workers are down; ONNX Runtime's default (a
+ * pool of every core per run, spinning) oversubscribes the cores as soon as two run at once
+ * (measured on 2 cores: half the throughput of one thread per run). So the cores are shared
+ * out: cores / threads, at least 1. */
+static int fallback_threads_auto(int threads)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    long per = cores / (threads > 0 ? threads : 1);
+    return per < 1 ? 1 : per > 256 ? 256 : (int)per;
+}
+
+/* Client flags given on the command line become explicit client settings. Errors name the
+ * flag (FW_ERR_INVALID_ARGUMENT). */
 static fw_err client_flags(const backend_opts *o, const fw_option *t, size_t n,
                            fw_client_config *cfg, fw_error *err)
 {
@@ -211,28 +238,32 @@ static fw_err client_flags(const backend_opts *o, const fw_option *t, size_t n,
     if (flag_set(t, n, name))                                                                      \
         cfg->field = value;
     if (flag_set(t, n, "worker-url")) {
-        if (strlen(o->worker_url) >= sizeof cfg->urls)
-            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "--worker-url: too long");
+        char(*urls)[FW_CLIENT_URL_MAX] = malloc(FW_CLIENT_MAX_WORKERS * sizeof *urls);
+        size_t nurls = 0;
+        if (!urls)
+            return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+        fw_err rc = strlen(o->worker_url) >= sizeof cfg->urls
+                        ? fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                                       "--worker-url: longer than %zu bytes", sizeof cfg->urls - 1)
+                        : fw__split_urls(o->worker_url, "--worker-url", urls, &nurls, err);
+        free(urls);
+        if (rc)
+            return rc;
         snprintf(cfg->urls, sizeof cfg->urls, "%s", o->worker_url);
     }
     if (flag_set(t, n, "models")) {
         if (strlen(o->models) >= sizeof cfg->fallback_models_dir)
-            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "--models: too long");
+            return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "--models: longer than %zu bytes",
+                                sizeof cfg->fallback_models_dir - 1);
         snprintf(cfg->fallback_models_dir, sizeof cfg->fallback_models_dir, "%s", o->models);
     }
     if (flag_set(t, n, "http-version")) {
-        const char *v = o->http_version;
-        if (!strcmp(v, "auto"))
-            cfg->http_version = FW_CLIENT_HTTP_AUTO;
-        else if (!strcmp(v, "1.1"))
-            cfg->http_version = FW_CLIENT_HTTP_1_1;
-        else if (!strcmp(v, "h2c"))
-            cfg->http_version = FW_CLIENT_HTTP_2_UPGRADE;
-        else if (!strcmp(v, "h2-prior-knowledge"))
-            cfg->http_version = FW_CLIENT_HTTP_2_PRIOR;
-        else
+        fw_client_http mode;
+        if (!fw__parse_http_mode(o->http_version, &mode))
             return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
-                                "--http-version: expected auto, 1.1, h2c or h2-prior-knowledge");
+                                "--http-version='%s': not auto, 1.1, h2c or h2-prior-knowledge",
+                                o->http_version);
+        cfg->http_version = (int)mode;
     }
     SETF("timeout", timeout_s, o->timeout);
     SETF("attempt-timeout", attempt_timeout_s, o->attempt_timeout);
@@ -248,9 +279,55 @@ static fw_err client_flags(const backend_opts *o, const fw_option *t, size_t n,
     SETF("backoff-base", backoff_base_s, o->backoff_base);
     SETF("backoff-max", backoff_max_s, o->backoff_max);
     SETF("cpu-fallback", fallback, o->cpu_fallback ? 1 : 0);
-    SETF("fallback-threads", fallback_threads, o->fallback_threads);
+    cfg->fallback_threads = opt_given(t, n, "fallback-threads") ? o->fallback_threads
+                                                                : fallback_threads_auto(o->threads);
 #undef SETF
     return FW_OK;
+}
+
+/* The client's validation names fw_client_config fields ("backoff_max_s: must be ..."); the
+ * values the environment gave were already checked under their variable's name, so such an
+ * error comes from a flag (alone, or against an environment value). Rewrites the message
+ * in place to name the flag and its variable: "--backoff-max (GPU_WORKER_BACKOFF_MAX): must
+ * be --backoff-base..3600 seconds". Messages that do not start with a field name are left
+ * as they are. */
+static void name_flags_in_error(fw_error *err)
+{
+    static const struct {
+        const char *field, *flag, *env;
+    } names[] = {
+        {"urls", "--worker-url", "GPU_WORKER_URL"},
+        {"timeout_s", "--timeout", "GPU_WORKER_TIMEOUT"},
+        {"attempt_timeout_s", "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT"},
+        {"connect_timeout_s", "--connect-timeout", "GPU_WORKER_CONNECT_TIMEOUT"},
+        {"max_retries", "--max-retries", "GPU_WORKER_MAX_RETRIES"},
+        {"batch_size", "--batch-size", "GPU_WORKER_BATCH_SIZE"},
+        {"health_interval_s", "--health-interval", "GPU_WORKER_HEALTH_CHECK_INTERVAL"},
+        {"failure_threshold", "--cb-failure-threshold", "GPU_WORKER_CB_FAILURE_THRESHOLD"},
+        {"recovery_timeout_s", "--cb-recovery-timeout", "GPU_WORKER_CB_RECOVERY_TIMEOUT"},
+        {"success_threshold", "--cb-success-threshold", "GPU_WORKER_CB_SUCCESS_THRESHOLD"},
+        {"min_requests", "--cb-min-requests", "GPU_WORKER_CB_MIN_REQUESTS"},
+        {"max_connections", "--worker-connections", "GPU_WORKER_MAX_CONNECTIONS"},
+        {"backoff_base_s", "--backoff-base", "GPU_WORKER_BACKOFF_BASE"},
+        {"backoff_max_s", "--backoff-max", "GPU_WORKER_BACKOFF_MAX"},
+        {"http_version", "--http-version", "GPU_WORKER_HTTP"},
+        {"fallback_threads", "--fallback-threads", "GPU_WORKER_CPU_FALLBACK_THREADS"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t fl = strlen(names[i].field);
+        if (strncmp(err->message, names[i].field, fl) || err->message[fl] != ':')
+            continue;
+        char rest[sizeof err->message];
+        snprintf(rest, sizeof rest, "%s", err->message + fl);
+        /* the one cross-field rule: "must be backoff_base_s..3600 seconds" */
+        char *ref = strstr(rest, "backoff_base_s");
+        if (ref)
+            fw_error_set(err, err->code, "%s (%s)%.*s--backoff-base%s", names[i].flag, names[i].env,
+                         (int)(ref - rest), rest, ref + strlen("backoff_base_s"));
+        else
+            fw_error_set(err, err->code, "%s (%s)%s", names[i].flag, names[i].env, rest);
+        return;
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -971,6 +1048,7 @@ static int run_backend(backend *b, const fw_option *table, size_t n_opts)
     fw_client_config_init(&cc);
     if (client_flags(&b->o, table, n_opts, &cc, &err) ||
         fw_client_config_from_env(&cc, ".env", &err)) {
+        name_flags_in_error(&err);
         fprintf(stderr, "facework backend: %s\n", err.message);
         status = 2;
         goto out;
@@ -983,6 +1061,8 @@ static int run_backend(backend *b, const fw_option *table, size_t n_opts)
         status = err.code == FW_ERR_INVALID_ARGUMENT ? 2 : 1;
         goto out;
     }
+    FW_INFO(MOD, "cpu fallback", "enabled=%d threads=%d%s", cc.fallback != 0, cc.fallback_threads,
+            opt_given(table, n_opts, "fallback-threads") ? "" : " (cores / --threads)");
     register_worker_metrics(b);
     if (pool_start(b, &err)) {
         FW_ERROR(MOD, "pool", "error=\"%s\"", err.message);

@@ -137,6 +137,21 @@ static void print_backend_health(const json_t *j)
                (long long)json_integer_value(json_object_get(w, "outstanding")),
                (long long)json_integer_value(json_object_get(w, "successes")),
                (long long)json_integer_value(json_object_get(w, "requests")));
+        /* breaker transitions, when there were any: "closed->open 2, open->half_open 2" */
+        const json_t *tr = json_object_get(w, "transitions");
+        const char *key;
+        const json_t *v;
+        bool any = false;
+        json_object_foreach((json_t *)tr, key, v)
+        {
+            if (json_integer_value(v) <= 0)
+                continue;
+            printf("%s%s %lld", any ? ", " : "    breaker transitions: ", key,
+                   (long long)json_integer_value(v));
+            any = true;
+        }
+        if (any)
+            printf("\n");
     }
 }
 
