@@ -7,12 +7,19 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build build-asan run test test-fast bench format format-check fuzz clean
+.PHONY: all setup gpu-deps build build-asan run test test-fast bench format format-check fuzz \
+	valgrind soak clean
 
 all: build
 
 setup:
 	bash scripts/setup.sh
+
+# Opt-in: the CUDA 13 / TensorRT execution providers for ORT 1.29.0 (npm
+# com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9, sha256-checked, about 200 MB once),
+# installed next to libonnxruntime.so.1. `FACEWORK_GPU=cuda make run` does the same.
+gpu-deps:
+	FACEWORK_GPU=cuda bash scripts/setup.sh
 
 build: setup
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -50,5 +57,18 @@ FUZZ_TIME ?= 300
 fuzz: setup
 	bash scripts/fuzz.sh --seconds $(FUZZ_TIME) --jobs $(JOBS)
 
+# Valgrind memcheck of every facework process the integration tests start (hours on 2
+# cores: not part of `make test`); see docs/hardening.md.
+VALGRIND_BUILD ?= build-valgrind
+valgrind: setup
+	bash scripts/valgrind.sh --build $(VALGRIND_BUILD)
+
+# Soak: the real worker under mixed hostile load for SOAK_SECONDS (default 30 min);
+# make soak SOAK_SECONDS=120 for a quick one. Report: $(BUILD)/soak-report.md.
+SOAK_SECONDS ?= 1800
+soak: build
+	./$(BUILD)/fw_soak --seconds $(SOAK_SECONDS) --facework $(BUILD)/facework \
+	  --photos .deps/photos --report $(BUILD)/soak-report.md --samples $(BUILD)/soak-samples.tsv
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) $(VALGRIND_BUILD) build-fuzz

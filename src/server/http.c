@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include <h2o.h>
+#include <h2o/http2.h>
 
 #include "util/clock.h"
 #include "util/log.h"
@@ -123,6 +124,8 @@ struct fw__http_loop {
     bool listeners_open;
     bool deadline_inited;
     h2o_timeout_t deadline;
+    h2o_timeout_t h2_sweep_timeout; /* every read_timeout / 2: see on_h2_sweep */
+    h2o_timeout_entry_t h2_sweep;
     h2o_linklist_t live; /* fw__http_req attached to an h2o request */
     size_t nconns;
     atomic_int stop;
@@ -1055,6 +1058,43 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+/* HTTP/2 slow-request guard. h2o 2.2 cuts off a slow HTTP/1.1 request at --read-timeout
+ * (http1.req_timeout runs from the request's first byte), but its HTTP/2 idle timeout starts
+ * over on every frame read, so a client trickling a request's HEADERS/CONTINUATION or DATA
+ * frames would hold the stream, its buffered body and a connection slot forever. Every
+ * read_timeout / 2 the loop walks its HTTP/2 requests (h2o's public foreach_request): one
+ * that began (request_begin_at) more than read_timeout ago and was still not handed to a
+ * handler (processed_at unset: its headers or body are still arriving) gets its connection
+ * shut down; h2o then sees the end of the stream and closes the connection through its usual
+ * path, as for a client that went away. */
+static int h2_sweep_one(h2o_req_t *req, void *data)
+{
+    fw__http_loop *loop = data;
+    if (req->processed_at.at.tv_sec != 0 || req->timestamps.request_begin_at.tv_sec == 0)
+        return 0; /* being processed, or an idle stream (PRIORITY only) */
+    struct timeval now = *h2o_get_timestamp(&loop->ctx, NULL, NULL);
+    if (h2o_timeval_subtract(&req->timestamps.request_begin_at, &now) <=
+        (int64_t)loop->srv->cfg.read_timeout_ms * 1000)
+        return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+    if (fd >= 0) {
+        FW_DEBUG(LOG_MOD, "slow_request_cut", "protocol=h2 read_timeout_ms=%u",
+                 loop->srv->cfg.read_timeout_ms);
+        shutdown(fd, SHUT_RDWR);
+    }
+    return 0;
+}
+
+static void on_h2_sweep(h2o_timeout_entry_t *entry)
+{
+    fw__http_loop *loop = H2O_STRUCT_FROM_MEMBER(fw__http_loop, h2_sweep, entry);
+    H2O_HTTP2_CALLBACKS.foreach_request(&loop->ctx, h2_sweep_one, loop);
+    h2o_timeout_link(loop->evloop, &loop->h2_sweep_timeout, &loop->h2_sweep);
+}
+
 static void loop_close_listeners(fw__http_loop *loop)
 {
     if (!loop->listeners_open)
@@ -1114,6 +1154,9 @@ static bool loop_init(fw__http_loop *loop)
         h2o_timeout_init(loop->evloop, &loop->deadline, srv->cfg.request_timeout_ms);
         loop->deadline_inited = true;
     }
+    h2o_timeout_init(loop->evloop, &loop->h2_sweep_timeout, srv->cfg.read_timeout_ms / 2 + 1);
+    loop->h2_sweep.cb = on_h2_sweep;
+    h2o_timeout_link(loop->evloop, &loop->h2_sweep_timeout, &loop->h2_sweep);
     loop->accept_ctx.ctx = &loop->ctx;
     loop->accept_ctx.hosts = srv->h2conf.hosts;
     loop->accept_ctx.ssl_ctx = NULL;
@@ -1196,6 +1239,8 @@ static void loop_shutdown(fw__http_loop *loop)
     h2o_multithread_unregister_receiver(loop->ctx.queue, &loop->receiver);
     if (loop->deadline_inited)
         h2o_timeout_dispose(loop->evloop, &loop->deadline);
+    h2o_timeout_unlink(&loop->h2_sweep);
+    h2o_timeout_dispose(loop->evloop, &loop->h2_sweep_timeout);
     h2o_context_dispose(&loop->ctx);
     h2o_evloop_destroy(loop->evloop);
     loop->evloop = NULL;

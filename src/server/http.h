@@ -23,8 +23,10 @@
  *  - HTTP/2: h2o 2.2 resets the stream (RST_STREAM REFUSED_STREAM) as soon as the DATA
  *    received passes the limit; it has no hook to answer 413 there. Clients see a stream
  *    error, not a status (documented limitation of libh2o 2.2).
- * read_timeout_ms bounds the time a client may take to send a whole HTTP/1.1 request
- * (headers and body: slowloris) and the idle time of a keep-alive or HTTP/2 connection.
+ * read_timeout_ms bounds the time a client may take to send a whole request (headers and
+ * body: slowloris), over HTTP/1.1 (h2o's request timeout) and over HTTP/2 (a sweep every
+ * read_timeout_ms / 2 shuts down a connection with a stream still receiving its request past
+ * the limit), and the idle time of a keep-alive or HTTP/2 connection.
  *
  * Error bodies produced here (and the ones h2o itself produces for a parsed request, e.g. 400,
  * 413, 417) are JSON: {"error":{"code":"<snake_case>","message":"..."}}. Exception: a request

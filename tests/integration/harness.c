@@ -35,6 +35,48 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void kill_everything(void);
 
+/* ---------------------------------------------------------------------------------------- */
+/* slow runs: FW_TEST_WRAPPER, FW_TEST_TIME_SCALE                                           */
+
+#define FWT_MAX_WRAPPER_WORDS 48
+
+static char *g_wrapper_buf;
+static const char *g_wrapper[FWT_MAX_WRAPPER_WORDS + 1];
+static size_t g_n_wrapper;
+static double g_time_scale = 1.0;
+static pthread_once_t g_slow_once = PTHREAD_ONCE_INIT;
+
+static void slow_init(void)
+{
+    const char *w = getenv("FW_TEST_WRAPPER");
+    if (w && w[0]) {
+        g_wrapper_buf = strdup(w);
+        for (char *save = NULL, *t = g_wrapper_buf ? strtok_r(g_wrapper_buf, " \t", &save) : NULL;
+             t && g_n_wrapper < FWT_MAX_WRAPPER_WORDS; t = strtok_r(NULL, " \t", &save))
+            g_wrapper[g_n_wrapper++] = t;
+        g_time_scale = 40.0;
+    }
+    const char *ts = getenv("FW_TEST_TIME_SCALE");
+    if (ts && ts[0]) {
+        char *end;
+        double v = strtod(ts, &end);
+        if (end != ts && v >= 1.0)
+            g_time_scale = v;
+    }
+}
+
+double fwt_time_scale(void)
+{
+    pthread_once(&g_slow_once, slow_init);
+    return g_time_scale;
+}
+
+bool fwt_wrapped(void)
+{
+    pthread_once(&g_slow_once, slow_init);
+    return g_n_wrapper > 0;
+}
+
 static void global_init(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -241,6 +283,10 @@ static const char *sanitizer_report(const char *log)
         if (p)
             return p;
     }
+    /* valgrind writing to the log (no --log-file): "== ERROR SUMMARY: N errors" with N > 0 */
+    for (const char *p = log; (p = strstr(p, "== ERROR SUMMARY: ")) != NULL; p++)
+        if (p[18] >= '1' && p[18] <= '9')
+            return p;
     return NULL;
 }
 
@@ -317,19 +363,40 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         strncat(w->lock_file, "/worker.lock", sizeof w->lock_file - strlen(w->lock_file) - 1);
     track(w);
 
-    const char *argv[128];
+    const char *argv[128 + FWT_MAX_WRAPPER_WORDS];
     size_t n = 0;
+    bool is_worker = !o->command || !strcmp(o->command, "worker");
+    fwt_wrapped(); /* parses FW_TEST_WRAPPER */
+    for (size_t i = 0; i < g_n_wrapper; i++)
+        argv[n++] = g_wrapper[i];
     argv[n++] = bin;
-    argv[n++] = "worker";
+    argv[n++] = is_worker ? "worker" : o->command;
     argv[n++] = "--listen";
     argv[n++] = o->listen ? o->listen : "127.0.0.1:0";
     argv[n++] = "--port-file";
     argv[n++] = w->port_file;
-    argv[n++] = "--lock-file";
-    argv[n++] = w->lock_file;
+    if (is_worker) {
+        argv[n++] = "--lock-file";
+        argv[n++] = w->lock_file;
+    }
     if (!has_arg(o->args, "--log-level")) {
         argv[n++] = "--log-level";
         argv[n++] = "warn";
+    }
+    /* slow runs: the worker's own clocks (request and drain timeouts) scaled as well, unless
+     * the test sets them */
+    char req_timeout[32], drain_timeout[32];
+    if (is_worker && fwt_time_scale() > 1.0) {
+        if (!has_arg(o->args, "--request-timeout")) {
+            snprintf(req_timeout, sizeof req_timeout, "%.0fs", 60 * fwt_time_scale());
+            argv[n++] = "--request-timeout";
+            argv[n++] = req_timeout;
+        }
+        if (!has_arg(o->args, "--drain-timeout")) {
+            snprintf(drain_timeout, sizeof drain_timeout, "%.0fs", 30 * fwt_time_scale());
+            argv[n++] = "--drain-timeout";
+            argv[n++] = drain_timeout;
+        }
     }
     for (size_t i = 0; o->args && o->args[i]; i++) {
         assert_true(n < sizeof argv / sizeof argv[0] - 1);
@@ -356,7 +423,7 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
-        execve(bin, (char *const *)argv, envp);
+        execvpe(argv[0], (char *const *)argv, envp); /* argv[0]: bin or the wrapper */
         static const char msg[] = "harness: execve failed\n";
         ssize_t wr = write(2, msg, sizeof msg - 1);
         (void)wr;
@@ -367,7 +434,8 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
     if (o->no_wait)
         return w;
 
-    double deadline = fwt_now() + FWT_READY_DEADLINE_S;
+    double ready_s = FWT_READY_DEADLINE_S * fwt_time_scale();
+    double deadline = fwt_now() + ready_s;
     while (!read_port_file(w)) {
         if (reap(w, false)) {
             fwt_worker_print_log(w, "exited before it was ready");
@@ -376,7 +444,7 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         }
         if (fwt_now() > deadline) {
             fwt_worker_print_log(w, "not ready in time");
-            fail_msg("worker did not write its port file within %.0f s", FWT_READY_DEADLINE_S);
+            fail_msg("worker did not write its port file within %.0f s", ready_s);
         }
         fwt_pause_ms(10);
     }
@@ -393,6 +461,7 @@ fwt_worker *fwt_worker_start(const char *const *args)
 
 json_t *fwt_wait_healthy(const fwt_worker *w, double timeout_s)
 {
+    timeout_s *= fwt_time_scale();
     double deadline = fwt_now() + timeout_s;
     for (;;) {
         fwt_resp r;
@@ -419,6 +488,7 @@ bool fwt_worker_exited(fwt_worker *w)
 
 bool fwt_worker_wait_exit(fwt_worker *w, double timeout_s)
 {
+    timeout_s *= fwt_time_scale();
     double deadline = fwt_now() + timeout_s;
     while (!reap(w, false)) {
         if (fwt_now() > deadline)
@@ -432,7 +502,8 @@ int fwt_worker_stop(fwt_worker *w, int signo, double timeout_s)
 {
     if (!w->exited && signo)
         kill(w->pid, signo);
-    if (!fwt_worker_wait_exit(w, timeout_s)) {
+    if (!fwt_worker_wait_exit(w, timeout_s)) { /* scales timeout_s */
+        timeout_s *= fwt_time_scale();
         kill(w->pid, SIGKILL);
         reap(w, true);
         fwt_worker_print_log(w, "did not exit in time");
@@ -568,9 +639,10 @@ static bool xfer_setup(fwt_xfer *x, const fwt_req *rq)
     bool ok = true;
     ok &= curl_easy_setopt(e, CURLOPT_URL, rq->url) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
-    ok &= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, rq->timeout_ms ? rq->timeout_ms : 180000L) ==
-          CURLE_OK;
-    ok &= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L) == CURLE_OK;
+    long scale = (long)fwt_time_scale();
+    ok &= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                           rq->timeout_ms ? rq->timeout_ms : 180000L * scale) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L * scale) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK;
@@ -1025,8 +1097,10 @@ void fwt_match_faces(const json_t *got, const json_t *want, double box_tol, doub
 json_t *fwt_cli_analyze(const char *path)
 {
     init_once();
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' analyze '%s' 2>/dev/null", env_or_fail("FW_FACEWORK"), path);
+    char cmd[4096];
+    const char *wrapper = fwt_wrapped() ? getenv("FW_TEST_WRAPPER") : "";
+    snprintf(cmd, sizeof cmd, "%s '%s' analyze '%s' 2>/dev/null", wrapper,
+             env_or_fail("FW_FACEWORK"), path);
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     if (!p)

@@ -18,6 +18,16 @@
  *
  * FWT_CURL_VERBOSE=1 in the environment prints libcurl's trace of every transfer.
  *
+ * Slow runs (valgrind, scripts/valgrind.sh). FW_TEST_WRAPPER, when set, is a command line
+ * (words split on blanks, no quoting) put in front of every facework the harness starts
+ * (workers and fwt_cli_analyze), e.g. "valgrind --error-exitcode=99 --leak-check=full".
+ * FW_TEST_TIME_SCALE (a number >= 1; default 1, or 40 when FW_TEST_WRAPPER is set)
+ * multiplies every deadline the harness applies itself: the start-up deadline, the
+ * timeouts given to fwt_wait_healthy, fwt_worker_wait_exit and fwt_worker_stop, and the
+ * default libcurl timeouts (a timeout_ms given in an fwt_req is used as it is), and, when it
+ * is above 1, the worker's --request-timeout and --drain-timeout defaults unless the test
+ * passes its own. Tests scale their own waits with fwt_time_scale().
+ *
  * Environment (set by CTest): FW_FACEWORK (the facework binary), FW_PHOTOS_DIR
  * (sample1..6.jpg), FW_MODELS_DIR, FW_SOURCE_DIR, FW_TEST_DATA. */
 #ifndef FWT_HARNESS_H
@@ -37,6 +47,12 @@
 /* ---------------------------------------------------------------------------------------- */
 /* worker processes                                                                         */
 
+/* The factor FW_TEST_TIME_SCALE sets (see above); 1 in normal runs. */
+double fwt_time_scale(void);
+
+/* True when FW_TEST_WRAPPER is set (the worker runs under valgrind or similar). */
+bool fwt_wrapped(void);
+
 typedef struct fwt_worker {
     pid_t pid;
     char dir[128];       /* private temporary directory, removed by fwt_worker_free */
@@ -51,6 +67,8 @@ typedef struct fwt_worker {
 } fwt_worker;
 
 typedef struct fwt_worker_opts {
+    const char *command;     /* subcommand, NULL: "worker"; others (e.g. "backend") get no
+                              * --lock-file */
     const char *const *args; /* extra worker arguments, NULL-terminated; may be NULL */
     const char *const *env;  /* extra "NAME=value" environment entries, NULL-terminated */
     const char *lock_file;   /* NULL: <dir>/worker.lock */
@@ -72,7 +90,8 @@ bool fwt_worker_wait_exit(fwt_worker *w, double timeout_s);
 
 /* Sends signo (0: none), waits up to timeout_s for the exit and returns the exit code
  * (128 + N when killed by signal N). On timeout: SIGKILL, reap, and fail the test. Fails the
- * test as well when the worker's log holds a sanitizer report. */
+ * test as well when the worker's log holds a sanitizer report or a valgrind error summary
+ * with errors. */
 int fwt_worker_stop(fwt_worker *w, int signo, double timeout_s);
 
 /* The exit code of a reaped worker (128 + N for signal N). */

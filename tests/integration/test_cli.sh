@@ -6,6 +6,12 @@ photos=${FW_PHOTOS_DIR:?}
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# FW_TEST_WRAPPER (scripts/valgrind.sh): every facework below runs under it.
+if [ -n "${FW_TEST_WRAPPER:-}" ]; then
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$FW_TEST_WRAPPER" "$fw" >"$tmp/fw-wrapped"
+    chmod +x "$tmp/fw-wrapped"
+    fw=$tmp/fw-wrapped
+fi
 export FACEWORK_LOG_LEVEL=warn
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
