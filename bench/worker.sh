@@ -27,14 +27,18 @@
 #   FW_SWEEP_MAX_DURATION  cap on the per-point window [30]
 #   FW_WORKER_THREADS      worker --threads (ORT intra-op threads per model) [1]
 #   FW_WORKER_DECODE_THREADS  worker --decode-threads [2]
+#   FW_WORKER_DETECT_THREADS, FW_WORKER_EMBED_THREADS  worker --detect-threads and
+#                          --embed-threads [0: the worker's automatic choice]
 #   FW_WORKER_ARGS         more worker flags (e.g. "--max-queue-delay 5ms")
 #   FW_PLOT_OUT            where the PNG goes [docs/bench-worker.png]
 #
-# Why these worker defaults on a small CPU host: the batcher already runs the detector and
-# the embedder on their own threads and decodes on a pool of 2, so with 2 cores one ORT
-# thread per model keeps every core busy without oversubscription (ORT's default would start
-# a 2-thread pool per model, 4+ spinning threads on 2 cores). The queue bound is raised to
-# the largest number of images the sweep keeps in flight so that no point measures 503s.
+# Why these worker defaults on a small CPU host: the batcher runs the detector and the
+# embedder on their own threads and decodes on a pool of 2, so one ORT thread per model
+# (--threads 1) avoids oversubscription (ORT's default would start a pool of every core per
+# model thread), and the worker's automatic --embed-threads then runs cores / --threads
+# embedder threads (the embedder is ~80 % of the work per image), so every core embeds at
+# saturation. The queue bound is raised to the largest number of images the sweep keeps in
+# flight so that no point measures 503s.
 #
 # A point with c x K images in flight has a latency near c x K / throughput, so each window
 # is stretched to about three such latencies (and the warm-up to one) to hold several
@@ -54,6 +58,8 @@ min_warm=${FW_SWEEP_WARMUP:-1}
 max_dur=${FW_SWEEP_MAX_DURATION:-30}
 threads=${FW_WORKER_THREADS:-1}
 decode_threads=${FW_WORKER_DECODE_THREADS:-2}
+detect_threads=${FW_WORKER_DETECT_THREADS:-0}
+embed_threads=${FW_WORKER_EMBED_THREADS:-0}
 plot_out=${FW_PLOT_OUT:-$root/docs/bench-worker.png}
 ncpu=$(nproc)
 case "$set_name" in
@@ -159,7 +165,13 @@ point_timing() { # inflight images_per_request rate -> "warmup duration timeout"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 
-echo "## worker over HTTP ($set_name photos, worker --threads $threads --decode-threads $decode_threads)"
+# the worker's automatic choice (worker.c model_threads) for the header
+auto_embed=$((ncpu / (threads > 0 ? threads : ncpu)))
+auto_embed=$((auto_embed < 1 ? 1 : auto_embed > 16 ? 16 : auto_embed))
+detect_desc=$([ "$detect_threads" -gt 0 ] && echo "$detect_threads" || echo "0 (auto: 1)")
+embed_desc=$([ "$embed_threads" -gt 0 ] && echo "$embed_threads" || echo "0 (auto: $auto_embed)")
+echo "## worker over HTTP ($set_name photos, worker --threads $threads --decode-threads" \
+  "$decode_threads --detect-threads $detect_desc --embed-threads $embed_desc)"
 echo
 echo "machine: $ncpu cores, $cpu_model; load average before: $load_before; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
@@ -187,6 +199,7 @@ max_queue=$((max_inflight > 256 ? max_inflight : 256))
 # shellcheck disable=SC2086 # FW_WORKER_ARGS is a list of flags
 "$build/facework" worker --listen 127.0.0.1:0 --port-file "$tmp/port" \
   --lock-file "$tmp/lock" --threads "$threads" --decode-threads "$decode_threads" \
+  --detect-threads "$detect_threads" --embed-threads "$embed_threads" \
   --max-queue "$max_queue" --request-timeout 600s --log-level warn \
   ${FW_WORKER_ARGS:-} 2>"$tmp/worker.log" &
 worker_pid=$!
@@ -222,6 +235,10 @@ for k in $images; do
     done
   done
 done
+# memory once the worker has been idle past its trim delay (1 s): what a burst leaves behind
+sleep 3
+idle_rss=$(awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$worker_pid/status" 2>/dev/null || echo '?')
+peak_rss=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$worker_pid/status" 2>/dev/null || echo '?')
 kill -TERM "$worker_pid" 2>/dev/null || true
 wait "$worker_pid" 2>/dev/null || true
 worker_pid=
@@ -349,6 +366,7 @@ awk -F'\t' -v inproc="$inproc_rate" -v bare="$bare_rate" -v ncpu="$ncpu" \
     }
   }' "$tsv" | sed 's/\r//'
 echo
+echo "worker memory: peak RSS $peak_rss MB over the run; $idle_rss MB after 3 s idle at the end"
 echo "load average before: $load_before; after: $load_after (other work on the machine" \
   "skews every figure; compare rows of one run only)"
 echo "raw results: $tsv"
