@@ -110,6 +110,7 @@ struct fw_batcher {
     queue cpu_q[STEP__CPU];
     queue det_q, emb_q;
     size_t emb_waiting; /* faces in emb_q not yet taken by a run */
+    size_t emb_idle;    /* embedder threads waiting for faces (none queued when they slept) */
     size_t decoding;    /* items in a CPU thread's hands at STEP_DECODE */
     size_t emb_up;      /* items that may still reach emb_q (see the top of this file) */
     job *jobs;          /* accepted, not completed */
@@ -669,10 +670,18 @@ static void *detect_main(void *arg)
 /* embedder                                                                             */
 
 /* Takes up to max_batch_faces faces, oldest first, splitting an item when it does not
- * fit whole; mu held. */
+ * fit whole; mu held. With share_idle_faces and other embedder threads idle, takes only
+ * this thread's even share of the waiting faces and leaves the rest to them, so that one
+ * request's faces run on several cores at low load; under load no thread is idle and
+ * batches stay full. */
 static size_t take_embed_batch(fw_batcher *b, segment *segs, size_t *n_faces)
 {
-    const size_t max = (size_t)b->cfg.max_batch_faces;
+    size_t max = (size_t)b->cfg.max_batch_faces;
+    if (b->cfg.share_idle_faces) {
+        size_t share = (b->emb_waiting + b->emb_idle) / (b->emb_idle + 1);
+        if (share < max)
+            max = share;
+    }
     size_t nseg = 0, m = 0;
     while (m < max && b->emb_q.head) {
         bitem *x = b->emb_q.head;
@@ -743,7 +752,9 @@ static void *embed_main(void *arg)
         if (b->stop)
             break;
         if (b->emb_waiting == 0) {
+            b->emb_idle++;
             pthread_cond_wait(&b->emb_cv, &b->mu);
+            b->emb_idle--;
             continue;
         }
         /* wait for a fuller batch only while more faces are on their way */
@@ -793,6 +804,7 @@ void fw_batcher_config_init(fw_batcher_config *cfg)
     cfg->max_queue_images = 256;
     cfg->max_decoded_bytes = (size_t)512 << 20;
     cfg->idle_trim_ms = 1000;
+    cfg->share_idle_faces = true;
 }
 
 static void stop_and_join(fw_batcher *b)

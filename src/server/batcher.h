@@ -13,6 +13,9 @@
  * while draining. Only while more work is on its way does it wait, and then at most until
  * its oldest item has waited max_queue_delay_us. So a lone request is never delayed, and
  * items arriving together still share a run. Items with no faces skip the embedder.
+ * With share_idle_faces, an embedder thread that finds other embedder threads idle takes
+ * only its even share of the waiting faces, so a lone image's faces run on several cores; under
+ * load every thread is busy and batches stay full.
  *
  * Capacity is bounded by max_queue_images (images accepted and not yet completed, across
  * all stages): a submit that would exceed it fails with FW_ERR_BUSY at once, never blocks.
@@ -72,6 +75,8 @@ typedef struct fw_batcher_config {
     int decode_threads;          /* CPU pool: decode, align, finish (default 2) */
     int detect_threads;          /* detector threads, each gathering its own batch (1) */
     int embed_threads;           /* embedder threads (1) */
+    bool share_idle_faces;       /* split waiting faces among idle embedder threads (true;
+                                    worth it on the CPU, not on one GPU) */
     int max_batch_images;        /* largest detector batch (16) */
     int max_batch_faces;         /* largest embedder batch (32) */
     uint32_t max_queue_delay_us; /* longest an item waits for its batch to fill while more

@@ -888,6 +888,9 @@ static void gpu_batching(const worker *w, fw_batcher_config *bc)
         bc->detect_threads = 2;
     if (emb.on_device && !opt_explicit(w, "embed-threads") && w->o.embed_threads == 0)
         bc->embed_threads = 2;
+    /* one device runs one batch at a time: splitting a small batch only adds launches */
+    if (emb.on_device)
+        bc->share_idle_faces = false;
     if (det.on_device || emb.on_device)
         FW_INFO("worker", "gpu batching",
                 "detector=%s embedder=%s max_batch=%d max_batch_faces=%d detect_threads=%d "

@@ -1370,6 +1370,63 @@ static void test_several_model_threads(void **state)
     tracker_destroy(&t);
 }
 
+/* Runs one single-image ANALYZE job through b and checks its faces against want. */
+static void analyze_one(fw_batcher *b, const fw_blob *in, const fw_result *want)
+{
+    tracker t;
+    tracker_init(&t);
+    fw_result got;
+    jobrec r;
+    rec_init(&r, &t, &got, 1);
+    fw_batcher_job job = make_job(FW_JOB_ANALYZE, in, 1, &got, &r);
+    fw_error err;
+    assert_int_equal(fw_batcher_submit(b, &job, &err), FW_OK);
+    assert_true(tracker_wait(&t, 1));
+    assert_int_equal(atomic_load(&r.calls), 1);
+    assert_same_faces(&got, want, true);
+    fw_result_clear(&got);
+    tracker_destroy(&t);
+}
+
+/* With idle embedder threads, one image's faces are shared among them (each run takes at
+ * most its even share) instead of running as one batch on one thread; with a single
+ * embedder thread, or share_idle_faces off, they run as one batch. The embeddings are the
+ * same either way. A first job lets every thread reach its idle wait before the measured
+ * one. */
+static void test_idle_embedders_share_faces(void **state)
+{
+    (void)state;
+    fw_blob in[2] = {blob(0), blob(4)}; /* 3 and 5 faces */
+    fw_result want[2];
+    fw_error err;
+    assert_int_equal(fw_engine_analyze(eng, in, 2, NULL, want, &err), FW_OK);
+    assert_int_equal(want[1].n_faces, 5);
+    const struct {
+        int threads;
+        bool share, split;
+    } cases[] = {{1, true, false}, {2, true, true}, {2, false, false}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fw_batcher_config cfg;
+        fw_batcher_config_init(&cfg);
+        assert_true(cfg.share_idle_faces); /* the default */
+        cfg.embed_threads = cases[c].threads;
+        cfg.share_idle_faces = cases[c].share;
+        fw_batcher *b = new_batcher(&cfg);
+        analyze_one(b, &in[0], &want[0]);
+        hooks_reset();
+        analyze_one(b, &in[1], &want[1]);
+        if (cases[c].split) {
+            assert_true(atomic_load(&hk.embed_runs) >= 2);
+            assert_true(atomic_load(&hk.max_embed) <= 3);
+        } else {
+            assert_int_equal(atomic_load(&hk.embed_runs), 1);
+            assert_int_equal(atomic_load(&hk.max_embed), 5);
+        }
+        fw_batcher_free(b);
+    }
+    clear_results(want, 2);
+}
+
 /* Argument checks, and free(NULL). */
 static void test_arguments(void **state)
 {
@@ -1421,6 +1478,7 @@ int main(void)
         cmocka_unit_test(test_memory_bound),
         cmocka_unit_test(test_idle_trim),
         cmocka_unit_test(test_several_model_threads),
+        cmocka_unit_test(test_idle_embedders_share_faces),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
