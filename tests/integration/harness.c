@@ -77,6 +77,12 @@ bool fwt_wrapped(void)
     return g_n_wrapper > 0;
 }
 
+bool fwt_reduced(void)
+{
+    const char *full = getenv("FW_TEST_FULL");
+    return fwt_wrapped() && !(full && full[0] && strcmp(full, "0"));
+}
+
 static void global_init(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1098,7 +1104,7 @@ json_t *fwt_cli_analyze(const char *path)
 {
     init_once();
     char cmd[4096];
-    const char *wrapper = fwt_wrapped() ? getenv("FW_TEST_WRAPPER") : "";
+    const char *wrapper = fwt_wrapped() && !fwt_reduced() ? getenv("FW_TEST_WRAPPER") : "";
     snprintf(cmd, sizeof cmd, "%s '%s' analyze '%s' 2>/dev/null", wrapper,
              env_or_fail("FW_FACEWORK"), path);
     fflush(NULL);

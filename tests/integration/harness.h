@@ -26,7 +26,8 @@
  * timeouts given to fwt_wait_healthy, fwt_worker_wait_exit and fwt_worker_stop, and the
  * default libcurl timeouts (a timeout_ms given in an fwt_req is used as it is), and, when it
  * is above 1, the worker's --request-timeout and --drain-timeout defaults unless the test
- * passes its own. Tests scale their own waits with fwt_time_scale().
+ * passes its own. Tests scale their own waits with fwt_time_scale(), and shrink their
+ * heaviest workloads when fwt_reduced() says so (FW_TEST_FULL=1 keeps them whole).
  *
  * Environment (set by CTest): FW_FACEWORK (the facework binary), FW_PHOTOS_DIR
  * (sample1..6.jpg), FW_MODELS_DIR, FW_SOURCE_DIR, FW_TEST_DATA. */
@@ -52,6 +53,14 @@ double fwt_time_scale(void);
 
 /* True when FW_TEST_WRAPPER is set (the worker runs under valgrind or similar). */
 bool fwt_wrapped(void);
+
+/* True when a wrapped run should shrink the heaviest workloads (FW_TEST_WRAPPER set and
+ * FW_TEST_FULL unset or 0). Under valgrind every image costs about 100 s of CPU, so the
+ * load and batch tests then send a few dozen images instead of a few hundred: the same code
+ * paths (batches over --max-batch, every protocol, a full queue), not the same volume; and
+ * the CLI runs that only compute reference answers run unwrapped (test_cli checks the CLI
+ * under the wrapper). */
+bool fwt_reduced(void);
 
 typedef struct fwt_worker {
     pid_t pid;
@@ -235,7 +244,8 @@ void fwt_check_face(const json_t *face, int width, int height, bool want_embeddi
  * embedding has cosine > min_cos. */
 void fwt_match_faces(const json_t *got, const json_t *want, double box_tol, double min_cos);
 
-/* `$FW_FACEWORK analyze path`: the parsed JSON output (caller decrefs). */
+/* `$FW_FACEWORK analyze path` (under FW_TEST_WRAPPER unless fwt_reduced()): the parsed JSON
+ * output (caller decrefs). */
 json_t *fwt_cli_analyze(const char *path);
 
 /* The value of a Prometheus sample line "series value" (series = name or name{labels}
