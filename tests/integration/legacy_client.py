@@ -14,6 +14,7 @@ type, 1 otherwise (with the reason on stderr).
 import hashlib
 import json
 import math
+import os
 import sys
 import urllib.request
 import uuid
@@ -46,12 +47,25 @@ def multipart(fields, files):
     return b"".join(out), "multipart/form-data; boundary=%s" % boundary
 
 
+def time_scale():
+    """The integration harness's deadline factor (harness.h): FW_TEST_TIME_SCALE, else 40
+    when the service runs under FW_TEST_WRAPPER (valgrind), else 1."""
+    try:
+        v = float(os.environ.get("FW_TEST_TIME_SCALE", ""))
+        if v >= 1:
+            return v
+    except ValueError:
+        pass
+    return 40.0 if os.environ.get("FW_TEST_WRAPPER") else 1.0
+
+
 def main():
+    scale = time_scale()
     if len(sys.argv) < 3:
         fail("usage: legacy_client.py WORKER_URL IMAGE [IMAGE...]")
     url = sys.argv[1].rstrip("/")
 
-    with urllib.request.urlopen(url + "/health", timeout=30) as resp:
+    with urllib.request.urlopen(url + "/health", timeout=30 * scale) as resp:
         health = json.loads(resp.read())
     for key, kind in (("status", str), ("gpu_available", bool), ("model_loaded", bool),
                       ("directml_available", bool)):
@@ -73,7 +87,7 @@ def main():
                              ("min_face_quality", "0.5")], files)
     req = urllib.request.Request(url + "/detect_faces_batch_multipart", data=body,
                                  headers={"Content-Type": ctype}, method="POST")
-    with urllib.request.urlopen(req, timeout=120) as resp:
+    with urllib.request.urlopen(req, timeout=120 * scale) as resp:
         if resp.status != 200:
             fail("status %d" % resp.status)
         payload = json.loads(resp.read())
