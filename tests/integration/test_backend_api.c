@@ -654,7 +654,7 @@ static void test_worker_down_fallback_answers(void **state)
     (void)state;
     assert_int_equal(fwt_worker_stop(g_w, SIGTERM, 40), 0);
     /* the backend's health checks notice (every 200 ms) */
-    double deadline = fwt_now() + 20;
+    double deadline = fwt_now() + 20 * fwt_time_scale();
     for (;;) {
         json_t *h = get_json(g_b, "/health", 200);
         bool down =

@@ -91,7 +91,7 @@ static int raw_health(int fd, const char *want_status, bool *closing)
     size_t n = 0;
     const char *body = NULL;
     long clen = -1;
-    double deadline = fwt_now() + 10;
+    double deadline = fwt_now() + 10 * fwt_time_scale();
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 1000) == 1) {
@@ -153,15 +153,15 @@ static void test_sigterm_drains_inflight(void **state)
         assert_int_equal(curl_multi_add_handle(m, fwt_xfer_easy(fl[i].x)), CURLM_OK);
     }
     /* send the requests entirely ... */
-    double deadline = fwt_now() + 30;
+    double deadline = fwt_now() + 30 * fwt_time_scale();
     while (!uploads_done(fl, N_SLOW)) {
         pump(m, fl, N_SLOW, 50);
         if (fwt_now() > deadline)
-            fail_msg("the requests were not uploaded within 30 s");
+            fail_msg("the requests were not uploaded within %.0f s", 30 * fwt_time_scale());
     }
     /* ... and wait until the worker has accepted all of them (the /metrics request itself
      * is in flight too while it is answered) */
-    deadline = fwt_now() + 30;
+    deadline = fwt_now() + 30 * fwt_time_scale();
     double g;
     while ((g = inflight_gauge(w)) < N_SLOW + 1) {
         int done = 0;
@@ -184,7 +184,7 @@ static void test_sigterm_drains_inflight(void **state)
     assert_int_equal(kill(w->pid, SIGTERM), 0);
 
     /* new connections are refused from now on, while the accepted requests still run */
-    deadline = fwt_now() + 10;
+    deadline = fwt_now() + 10 * fwt_time_scale();
     bool refused = false;
     while (!refused) {
         int fd = fwt_connect(w->port);
@@ -208,7 +208,7 @@ static void test_sigterm_drains_inflight(void **state)
     assert_true(done_when_refused < N_SLOW);
 
     /* every accepted request completes with its full answer */
-    deadline = fwt_now() + 60;
+    deadline = fwt_now() + 60 * fwt_time_scale();
     while (pump(m, fl, N_SLOW, 100) > 0)
         if (fwt_now() > deadline)
             fail_msg("in-flight requests not finished within 60 s of SIGTERM");
@@ -314,7 +314,7 @@ static void test_supervise_restarts_child(void **state)
 
     assert_int_equal(kill((pid_t)p1, SIGKILL), 0);
     /* a new child comes up on the same address */
-    double deadline = fwt_now() + 60;
+    double deadline = fwt_now() + 60 * fwt_time_scale();
     long p2 = 0;
     for (;;) {
         fwt_resp r;
@@ -379,7 +379,7 @@ static void test_startup_states(void **state)
     snprintf(w->url, sizeof w->url, "http://%s", listen);
     w->port = port;
     int loading_seen = 0, refused = 0;
-    double deadline = fwt_now() + 60;
+    double deadline = fwt_now() + 60 * fwt_time_scale();
     for (;;) {
         fwt_resp r;
         fwt_get(w, "/health", FWT_H1, &r);
@@ -416,7 +416,7 @@ static void test_startup_states(void **state)
             fail_msg("the worker exited while starting");
         }
         if (fwt_now() > deadline)
-            fail_msg("the worker was not ready within 60 s");
+            fail_msg("the worker was not ready within %.0f s", 60 * fwt_time_scale());
         fwt_pause_ms(5);
     }
     print_message("start-up: %d refused, %d loading answers before ready\n", refused, loading_seen);
