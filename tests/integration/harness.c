@@ -331,6 +331,19 @@ static bool has_arg(const char *const *args, const char *flag)
     return false;
 }
 
+/* True when the test sets flag itself, on the command line or through env_name in its
+ * extra environment. */
+static bool test_sets(const fwt_worker_opts *o, const char *flag, const char *env_name)
+{
+    if (has_arg(o->args, flag))
+        return true;
+    size_t el = strlen(env_name);
+    for (size_t i = 0; o->env && o->env[i]; i++)
+        if (!strncmp(o->env[i], env_name, el) && o->env[i][el] == '=')
+            return true;
+    return false;
+}
+
 static bool read_port_file(fwt_worker *w)
 {
     char *s = slurp(w->port_file, NULL);
@@ -389,20 +402,32 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         argv[n++] = "--log-level";
         argv[n++] = "warn";
     }
-    /* slow runs: the worker's own clocks (request and drain timeouts) scaled as well, unless
-     * the test sets them */
-    char req_timeout[32], drain_timeout[32];
-    if (is_worker && fwt_time_scale() > 1.0) {
-        if (!has_arg(o->args, "--request-timeout")) {
-            snprintf(req_timeout, sizeof req_timeout, "%.0fs", 60 * fwt_time_scale());
-            argv[n++] = "--request-timeout";
-            argv[n++] = req_timeout;
-        }
-        if (!has_arg(o->args, "--drain-timeout")) {
-            snprintf(drain_timeout, sizeof drain_timeout, "%.0fs", 30 * fwt_time_scale());
-            argv[n++] = "--drain-timeout";
-            argv[n++] = drain_timeout;
-        }
+    /* slow runs: the service's own clocks scaled as well (at most an hour each), unless the
+     * test sets them: the worker's request and drain timeouts; the backend's, and its
+     * deadlines on calls to workers */
+    static const struct {
+        bool worker, backend;
+        const char *flag, *env_name;
+        double seconds;
+    } clocks[] = {
+        {true, false, "--request-timeout", "FACEWORK_REQUEST_TIMEOUT", 60},
+        {true, false, "--drain-timeout", "FACEWORK_DRAIN_TIMEOUT", 30},
+        {false, true, "--request-timeout", "FACEWORK_BACKEND_REQUEST_TIMEOUT", 300},
+        {false, true, "--drain-timeout", "FACEWORK_BACKEND_DRAIN_TIMEOUT", 30},
+        {false, true, "--timeout", "GPU_WORKER_TIMEOUT", 60},
+        {false, true, "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT", 20},
+        {false, true, "--connect-timeout", "GPU_WORKER_CONNECT_TIMEOUT", 2},
+    };
+    char scaled[sizeof clocks / sizeof clocks[0]][32];
+    const bool is_backend = o->command && !strcmp(o->command, "backend");
+    for (size_t c = 0; fwt_time_scale() > 1.0 && c < sizeof clocks / sizeof clocks[0]; c++) {
+        if (!(is_worker ? clocks[c].worker : is_backend && clocks[c].backend) ||
+            test_sets(o, clocks[c].flag, clocks[c].env_name))
+            continue;
+        double v = clocks[c].seconds * fwt_time_scale();
+        snprintf(scaled[c], sizeof scaled[c], "%.0fs", v < 3600 ? v : 3600);
+        argv[n++] = clocks[c].flag;
+        argv[n++] = scaled[c];
     }
     for (size_t i = 0; o->args && o->args[i]; i++) {
         assert_true(n < sizeof argv / sizeof argv[0] - 1);
