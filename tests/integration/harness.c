@@ -403,29 +403,28 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         argv[n++] = "warn";
     }
     /* slow runs: the service's own clocks scaled as well (at most an hour each), unless the
-     * test sets them: the worker's request and drain timeouts; the backend's, and its
-     * deadlines on calls to workers */
+     * test sets them: the worker's request and drain timeouts and its batch wait; the
+     * backend's timeouts, and its deadlines on calls to workers */
     static const struct {
-        bool worker, backend;
-        const char *flag, *env_name;
-        double seconds;
+        const char *command, *flag, *env_name;
+        double ms; /* the service's default */
     } clocks[] = {
-        {true, false, "--request-timeout", "FACEWORK_REQUEST_TIMEOUT", 60},
-        {true, false, "--drain-timeout", "FACEWORK_DRAIN_TIMEOUT", 30},
-        {false, true, "--request-timeout", "FACEWORK_BACKEND_REQUEST_TIMEOUT", 300},
-        {false, true, "--drain-timeout", "FACEWORK_BACKEND_DRAIN_TIMEOUT", 30},
-        {false, true, "--timeout", "GPU_WORKER_TIMEOUT", 60},
-        {false, true, "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT", 20},
-        {false, true, "--connect-timeout", "GPU_WORKER_CONNECT_TIMEOUT", 2},
+        {"worker", "--request-timeout", "FACEWORK_REQUEST_TIMEOUT", 60000},
+        {"worker", "--drain-timeout", "FACEWORK_DRAIN_TIMEOUT", 30000},
+        {"worker", "--max-queue-delay", "FACEWORK_MAX_QUEUE_DELAY", 2},
+        {"backend", "--request-timeout", "FACEWORK_BACKEND_REQUEST_TIMEOUT", 300000},
+        {"backend", "--drain-timeout", "FACEWORK_BACKEND_DRAIN_TIMEOUT", 30000},
+        {"backend", "--timeout", "GPU_WORKER_TIMEOUT", 60000},
+        {"backend", "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT", 20000},
+        {"backend", "--connect-timeout", "GPU_WORKER_CONNECT_TIMEOUT", 2000},
     };
     char scaled[sizeof clocks / sizeof clocks[0]][32];
-    const bool is_backend = o->command && !strcmp(o->command, "backend");
+    const char *command = o->command ? o->command : "worker";
     for (size_t c = 0; fwt_time_scale() > 1.0 && c < sizeof clocks / sizeof clocks[0]; c++) {
-        if (!(is_worker ? clocks[c].worker : is_backend && clocks[c].backend) ||
-            test_sets(o, clocks[c].flag, clocks[c].env_name))
+        if (strcmp(clocks[c].command, command) || test_sets(o, clocks[c].flag, clocks[c].env_name))
             continue;
-        double v = clocks[c].seconds * fwt_time_scale();
-        snprintf(scaled[c], sizeof scaled[c], "%.0fs", v < 3600 ? v : 3600);
+        double v = clocks[c].ms * fwt_time_scale();
+        snprintf(scaled[c], sizeof scaled[c], "%.0fms", v < 3600e3 ? v : 3600e3);
         argv[n++] = clocks[c].flag;
         argv[n++] = scaled[c];
     }

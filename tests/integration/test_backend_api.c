@@ -556,8 +556,10 @@ static void test_python_legacy_client(void **state)
     }
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 '%s/tests/integration/legacy_client.py' '%s' '%s' '%s' 2>&1",
-             getenv("FW_SOURCE_DIR"), g_b->url, fwt_photo_path(1), fwt_photo_path(5));
+             "FW_TEST_TIME_SCALE=%g /usr/bin/python3 '%s/tests/integration/legacy_client.py' "
+             "'%s' '%s' '%s' 2>&1",
+             fwt_time_scale(), getenv("FW_SOURCE_DIR"), g_b->url, fwt_photo_path(1),
+             fwt_photo_path(5));
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);

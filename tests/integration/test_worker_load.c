@@ -173,11 +173,7 @@ static void run_multi(CURLM *m, fwt_xfer **xs, size_t n, fwt_resp *out)
 static void test_h2_multiplexed(void **state)
 {
     (void)state;
-    /* the default batch wait (2 ms), stretched like every other deadline on slow runs */
-    char delay[32];
-    snprintf(delay, sizeof delay, "%.0fms", 2 * fwt_time_scale());
-    const char *const args[] = {"--max-queue-delay", delay, NULL};
-    fwt_worker *w = fwt_worker_start(args);
+    fwt_worker *w = fwt_worker_start(NULL);
     enum { N_MAX = 24 };
     const size_t N = fwt_reduced() ? 6 : N_MAX;
     char url[256];
