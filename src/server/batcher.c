@@ -952,10 +952,11 @@ fw_err fw_batcher_new(fw_engine *eng, const fw_batcher_config *cfg, fw_batcher *
     FW_INFO("batcher", "started",
             "decode_threads=%d detect_threads=%d embed_threads=%d max_batch_images=%d "
             "max_batch_faces=%d max_queue_delay_us=%u max_queue_images=%zu "
-            "max_decoded_mb=%zu idle_trim_ms=%d",
+            "max_decoded_mb=%zu idle_trim_ms=%d share_idle_faces=%s",
             b->cfg.decode_threads, b->cfg.detect_threads, b->cfg.embed_threads,
             b->cfg.max_batch_images, b->cfg.max_batch_faces, (unsigned)b->cfg.max_queue_delay_us,
-            b->cfg.max_queue_images, b->cfg.max_decoded_bytes >> 20, b->cfg.idle_trim_ms);
+            b->cfg.max_queue_images, b->cfg.max_decoded_bytes >> 20, b->cfg.idle_trim_ms,
+            b->cfg.share_idle_faces ? "true" : "false");
     *out = b;
     return FW_OK;
 }
