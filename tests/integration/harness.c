@@ -403,16 +403,18 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         argv[n++] = "warn";
     }
     /* slow runs: the service's own clocks scaled as well (at most an hour each), unless the
-     * test sets them: the worker's request and drain timeouts and its batch wait; the
+     * test sets them: the worker's request, read and drain timeouts and its batch wait; the
      * backend's timeouts, and its deadlines on calls to workers */
     static const struct {
         const char *command, *flag, *env_name;
         double ms; /* the service's default */
     } clocks[] = {
         {"worker", "--request-timeout", "FACEWORK_REQUEST_TIMEOUT", 60000},
+        {"worker", "--read-timeout", "FACEWORK_READ_TIMEOUT", 10000},
         {"worker", "--drain-timeout", "FACEWORK_DRAIN_TIMEOUT", 30000},
         {"worker", "--max-queue-delay", "FACEWORK_MAX_QUEUE_DELAY", 2},
         {"backend", "--request-timeout", "FACEWORK_BACKEND_REQUEST_TIMEOUT", 300000},
+        {"backend", "--read-timeout", "FACEWORK_BACKEND_READ_TIMEOUT", 10000},
         {"backend", "--drain-timeout", "FACEWORK_BACKEND_DRAIN_TIMEOUT", 30000},
         {"backend", "--timeout", "GPU_WORKER_TIMEOUT", 60000},
         {"backend", "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT", 20000},

@@ -26,11 +26,11 @@
  * timeouts given to fwt_wait_healthy, fwt_worker_wait_exit and fwt_worker_stop, and the
  * default libcurl timeouts (a timeout_ms given in an fwt_req is used as it is), and, when it
  * is above 1, the service's own clocks unless the test sets them (flag or environment; at
- * most an hour each): the worker's --request-timeout, --drain-timeout and --max-queue-delay,
- * the backend's --request-timeout and --drain-timeout, and its --timeout, --attempt-timeout
- * and --connect-timeout on workers. Tests
- * scale their own waits with fwt_time_scale(), and shrink their heaviest workloads when
- * fwt_reduced() says so (FW_TEST_FULL=1 keeps them whole).
+ * most an hour each): the worker's --request-timeout, --read-timeout, --drain-timeout and
+ * --max-queue-delay, the backend's --request-timeout, --read-timeout and --drain-timeout,
+ * and its --timeout, --attempt-timeout and --connect-timeout on workers. Tests scale their
+ * own waits with fwt_time_scale(), and shrink their heaviest workloads when fwt_reduced()
+ * says so (FW_TEST_FULL=1 keeps them whole).
  *
  * Environment (set by CTest): FW_FACEWORK (the facework binary), FW_PHOTOS_DIR
  * (sample1..6.jpg), FW_MODELS_DIR, FW_SOURCE_DIR, FW_TEST_DATA. */

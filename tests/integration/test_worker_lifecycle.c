@@ -25,7 +25,9 @@
 /* ---------------------------------------------------------------------------------------- */
 /* drain                                                                                    */
 
-enum { N_SLOW = 3, N_IMAGES = 16 };
+/* 16 images per request keep it running for seconds at native speed; under a slow wrapper
+ * (fwt_reduced) 2 already take minutes, and 48 would outlast the scaled drain timeout. */
+enum { N_SLOW = 3, N_IMAGES = 16, N_IMAGES_REDUCED = 2 };
 
 typedef struct inflight {
     fwt_part parts[N_IMAGES];
@@ -134,10 +136,11 @@ static void test_sigterm_drains_inflight(void **state)
     snprintf(url, sizeof url, "%s/v1/analyze", w->url);
     static inflight fl[N_SLOW];
     memset(fl, 0, sizeof fl);
+    const size_t n_images = fwt_reduced() ? N_IMAGES_REDUCED : N_IMAGES;
     CURLM *m = curl_multi_init();
     assert_non_null(m);
     for (size_t i = 0; i < N_SLOW; i++) {
-        for (size_t k = 0; k < N_IMAGES; k++) {
+        for (size_t k = 0; k < n_images; k++) {
             size_t len;
             const uint8_t *d = fwt_photo((int)((i + k) % 6) + 1, &len);
             snprintf(fl[i].names[k], sizeof fl[i].names[k], "i%zu.jpg", k);
@@ -146,7 +149,7 @@ static void test_sigterm_drains_inflight(void **state)
         /* two over HTTP/1.1, one over HTTP/2 */
         fwt_req rq = {.url = url,
                       .parts = fl[i].parts,
-                      .n_parts = N_IMAGES,
+                      .n_parts = n_images,
                       .proto = i == N_SLOW - 1 ? FWT_H2 : FWT_H1};
         fl[i].x = fwt_xfer_new(&rq);
         assert_non_null(fl[i].x);
@@ -218,8 +221,8 @@ static void test_sigterm_drains_inflight(void **state)
         assert_true(fl[i].done);
         json_t *j = fwt_expect_json(&fl[i].resp, 200);
         json_t *res = json_object_get(j, "results");
-        assert_int_equal(json_array_size(res), N_IMAGES);
-        for (size_t k = 0; k < N_IMAGES; k++) {
+        assert_int_equal(json_array_size(res), n_images);
+        for (size_t k = 0; k < n_images; k++) {
             json_t *it = json_array_get(res, k);
             assert_null(json_object_get(it, "error"));
             assert_int_equal(json_array_size(json_object_get(it, "faces")),
@@ -448,16 +451,20 @@ static void test_request_timeout_and_gone_clients(void **state)
      * only once the previous one has left the detector (one decode thread, a decoded-image
      * bound smaller than one photo). That is about 0.8 s for /v1/detect and 3 s for
      * /v1/analyze on a 2-core CPU, longer than the 1 s request timeout and the clients'
-     * 300 ms. */
-    static const char *const args[] = {"--request-timeout",
-                                       "1s",
-                                       "--decode-threads",
-                                       "1",
-                                       "--max-decoded-mb",
-                                       "1",
-                                       "--http-threads",
-                                       "2",
-                                       NULL};
+     * 300 ms. Under a slow wrapper all three clocks stretch by fwt_time_scale(): the work
+     * slows down far more (valgrind: minutes per request). */
+    const double scale = fwt_time_scale();
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%.0fms", 1000 * scale);
+    const char *const args[] = {"--request-timeout",
+                                timeout,
+                                "--decode-threads",
+                                "1",
+                                "--max-decoded-mb",
+                                "1",
+                                "--http-threads",
+                                "2",
+                                NULL};
     fwt_worker *w = fwt_worker_start(args);
     size_t len;
     const uint8_t *d = fwt_photo(4, &len);
@@ -470,10 +477,11 @@ static void test_request_timeout_and_gone_clients(void **state)
         double t0 = fwt_now();
         fwt_post_parts(w, "/v1/analyze", p, N_MANY, (fwt_proto)proto, &r);
         fwt_expect_error(&r, 503, "timeout");
-        assert_true(fwt_now() - t0 < 4.5); /* answered at the timeout, not after the work */
+        /* answered at the timeout, not after the work */
+        assert_true(fwt_now() - t0 < 4.5 * scale);
         fwt_resp_free(&r);
     }
-    /* clients that give up before their answer (curl timeout 300 ms) */
+    /* clients that give up before their answer (curl timeout 300 ms, scaled) */
     char url[256];
     snprintf(url, sizeof url, "%s/v1/detect", w->url);
     for (int proto = FWT_H1; proto <= FWT_H2; proto++) {
@@ -481,7 +489,7 @@ static void test_request_timeout_and_gone_clients(void **state)
                       .parts = p,
                       .n_parts = N_MANY,
                       .proto = (fwt_proto)proto,
-                      .timeout_ms = 300};
+                      .timeout_ms = (long)(300 * scale)};
         fwt_resp r;
         fwt_http(&rq, &r);
         assert_true(r.status < 200); /* no answer (HTTP/1.1: at most "100 Continue") */
