@@ -24,6 +24,33 @@ fail() {
 }
 [ -x "$py" ] || { echo "no $py: skipped"; exit 0; }
 if ! "$fw" backend --help >/dev/null 2>&1; then echo "no backend in this build: skipped"; exit 0; fi
+# FW_TEST_WRAPPER (scripts/valgrind.sh): the script starts the services, and the CLI runs,
+# under it. The test's waits and the services' clocks then stretch by FW_TEST_TIME_SCALE
+# (40 by default, as in tests/integration/harness.h), set through the environment the
+# services read; a value the caller set is kept.
+scale=1
+if [ -n "${FW_TEST_WRAPPER:-}" ]; then
+  printf '#!/bin/sh\nexec %s %q "$@"\n' "$FW_TEST_WRAPPER" "$fw" >"$tmp/fw-wrapped"
+  chmod +x "$tmp/fw-wrapped"
+  fw=$tmp/fw-wrapped
+  scale=${FW_TEST_TIME_SCALE:-40}
+  scale=${scale%.*}
+  scaled() { # NAME default-seconds: export NAME as default x scale (at most an hour)
+    local v=$(($2 * scale))
+    [ -n "${!1:-}" ] || export "$1=$((v < 3600 ? v : 3600))s"
+  }
+  scaled FACEWORK_REQUEST_TIMEOUT 60
+  scaled FACEWORK_READ_TIMEOUT 10
+  scaled FACEWORK_DRAIN_TIMEOUT 30
+  scaled FACEWORK_BACKEND_REQUEST_TIMEOUT 300
+  scaled FACEWORK_BACKEND_READ_TIMEOUT 10
+  scaled FACEWORK_BACKEND_DRAIN_TIMEOUT 30
+  scaled GPU_WORKER_TIMEOUT 60
+  scaled GPU_WORKER_ATTEMPT_TIMEOUT 20
+  scaled GPU_WORKER_CONNECT_TIMEOUT 2
+fi
+# waits on the script and on exits, in seconds and in 50 ms polls
+run_s=$((120 * scale)) health_s=$((60 * scale)) stop_polls=$((200 * scale))
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wport=$(free_port)
 bport=$(free_port)
@@ -36,7 +63,7 @@ cat >.env <<EOF
 export FACEWORK_LISTEN="127.0.0.1:$wport"
 FACEWORK_BACKEND_LISTEN=127.0.0.1:$bport   # the backend
 EOF
-FACEWORK_LOG_DIR=$tmp/logs timeout 120 bash "$src/scripts/start-gpu-worker.sh" --timeout 60 \
+FACEWORK_LOG_DIR=$tmp/logs timeout $run_s bash "$src/scripts/start-gpu-worker.sh" --timeout $health_s \
   >out.txt 2>&1 || { cat out.txt >&2; fail "start-gpu-worker.sh failed"; }
 pids+=("$(cat logs/worker.pid)" "$(cat logs/backend.pid)")
 grep -q "worker ready at http://127.0.0.1:$wport" out.txt || fail "worker line: $(cat out.txt)"
@@ -62,10 +89,10 @@ grep -q "1 of 1 healthy" health.txt || fail "facework health: $(cat health.txt)"
 # stop the backend (SIGTERM: clean exit); --skip-worker, GPU_WORKER_URL from the environment
 # (here the running worker under another spelling of its address) wins over the script's own
 kill -TERM "$(cat logs/backend.pid)"
-for _ in $(seq 200); do kill -0 "$(cat logs/backend.pid)" 2>/dev/null || break; sleep 0.05; done
+for _ in $(seq $stop_polls); do kill -0 "$(cat logs/backend.pid)" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$(cat logs/backend.pid)" 2>/dev/null && fail "the backend did not stop on SIGTERM"
-GPU_WORKER_URL="http://localhost:$wport" FACEWORK_LOG_DIR=$tmp/logs2 timeout 120 \
-  bash "$src/scripts/start-gpu-worker.sh" --skip-worker --timeout 60 >out2.txt 2>&1 ||
+GPU_WORKER_URL="http://localhost:$wport" FACEWORK_LOG_DIR=$tmp/logs2 timeout $run_s \
+  bash "$src/scripts/start-gpu-worker.sh" --skip-worker --timeout $health_s >out2.txt 2>&1 ||
   { cat out2.txt >&2; fail "start-gpu-worker.sh --skip-worker failed"; }
 pids+=("$(cat logs2/backend.pid)")
 [ ! -e logs2/worker.pid ] || fail "--skip-worker started a worker"
@@ -77,7 +104,7 @@ assert [w["url"] for w in h["workers"]] == ["http://localhost:%s" % sys.argv[1]]
 PY
 kill -TERM "$(cat logs2/backend.pid)" "$(cat logs/worker.pid)"
 for p in "$(cat logs2/backend.pid)" "$(cat logs/worker.pid)"; do
-  for _ in $(seq 400); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  for _ in $(seq $((2 * stop_polls))); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
   kill -0 "$p" 2>/dev/null && fail "pid $p did not stop on SIGTERM"
 done
 # sanitizer builds: no report in any log
