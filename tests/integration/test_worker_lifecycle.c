@@ -31,7 +31,7 @@ enum { N_SLOW = 3, N_IMAGES = 16, N_IMAGES_REDUCED = 2 };
 
 typedef struct inflight {
     fwt_part parts[N_IMAGES];
-    char names[N_IMAGES][16];
+    char names[N_IMAGES][32];
     fwt_xfer *x;
     fwt_resp resp;
     bool done;
