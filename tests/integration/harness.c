@@ -344,6 +344,56 @@ static bool test_sets(const fwt_worker_opts *o, const char *flag, const char *en
     return false;
 }
 
+#define FWT_MAX_CLOCKS 16
+
+typedef struct slow_clock {
+    char command[16], flag[48], env_name[48];
+    double ms; /* the service's default; 0 ends the table */
+} slow_clock;
+
+static slow_clock g_clocks[FWT_MAX_CLOCKS + 1];
+static pthread_once_t g_clocks_once = PTHREAD_ONCE_INIT;
+static char g_clocks_error[1200];
+
+static void clocks_init(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/integration/slow-clocks.txt",
+             getenv("FW_SOURCE_DIR") ? getenv("FW_SOURCE_DIR") : ".");
+    char *text = slurp(path, NULL);
+    if (!text) {
+        snprintf(g_clocks_error, sizeof g_clocks_error, "cannot read %s", path);
+        return;
+    }
+    size_t n = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[strspn(line, " \t")] == '#' || line[strspn(line, " \t")] == '\0')
+            continue;
+        slow_clock c;
+        char extra[2];
+        if (n == FWT_MAX_CLOCKS ||
+            sscanf(line, "%15s %47s %47s %lf %1s", c.command, c.flag, c.env_name, &c.ms, extra) !=
+                4 ||
+            c.ms <= 0) {
+            snprintf(g_clocks_error, sizeof g_clocks_error, "%s: bad entry \"%.80s\"", path, line);
+            break;
+        }
+        g_clocks[n++] = c;
+    }
+    free(text);
+}
+
+/* The clocks of tests/integration/slow-clocks.txt, ended by an entry with ms 0; fails the
+ * test when the file cannot be read or parsed. */
+static const slow_clock *slow_clocks(void)
+{
+    pthread_once(&g_clocks_once, clocks_init);
+    if (g_clocks_error[0])
+        fail_msg("harness: %s", g_clocks_error);
+    return g_clocks;
+}
+
 static bool read_port_file(fwt_worker *w)
 {
     char *s = slurp(w->port_file, NULL);
@@ -403,26 +453,11 @@ fwt_worker *fwt_worker_start_opts(const fwt_worker_opts *o)
         argv[n++] = "warn";
     }
     /* slow runs: the service's own clocks scaled as well (at most an hour each), unless the
-     * test sets them: the worker's request, read and drain timeouts and its batch wait; the
-     * backend's timeouts, and its deadlines on calls to workers */
-    static const struct {
-        const char *command, *flag, *env_name;
-        double ms; /* the service's default */
-    } clocks[] = {
-        {"worker", "--request-timeout", "FACEWORK_REQUEST_TIMEOUT", 60000},
-        {"worker", "--read-timeout", "FACEWORK_READ_TIMEOUT", 10000},
-        {"worker", "--drain-timeout", "FACEWORK_DRAIN_TIMEOUT", 30000},
-        {"worker", "--max-queue-delay", "FACEWORK_MAX_QUEUE_DELAY", 2},
-        {"backend", "--request-timeout", "FACEWORK_BACKEND_REQUEST_TIMEOUT", 300000},
-        {"backend", "--read-timeout", "FACEWORK_BACKEND_READ_TIMEOUT", 10000},
-        {"backend", "--drain-timeout", "FACEWORK_BACKEND_DRAIN_TIMEOUT", 30000},
-        {"backend", "--timeout", "GPU_WORKER_TIMEOUT", 60000},
-        {"backend", "--attempt-timeout", "GPU_WORKER_ATTEMPT_TIMEOUT", 20000},
-        {"backend", "--connect-timeout", "GPU_WORKER_CONNECT_TIMEOUT", 2000},
-    };
-    char scaled[sizeof clocks / sizeof clocks[0]][32];
+     * test sets them (tests/integration/slow-clocks.txt) */
+    char scaled[FWT_MAX_CLOCKS][32];
     const char *command = o->command ? o->command : "worker";
-    for (size_t c = 0; fwt_time_scale() > 1.0 && c < sizeof clocks / sizeof clocks[0]; c++) {
+    const slow_clock *clocks = slow_clocks();
+    for (size_t c = 0; fwt_time_scale() > 1.0 && clocks[c].ms > 0; c++) {
         if (strcmp(clocks[c].command, command) || test_sets(o, clocks[c].flag, clocks[c].env_name))
             continue;
         double v = clocks[c].ms * fwt_time_scale();

@@ -35,19 +35,13 @@ if [ -n "${FW_TEST_WRAPPER:-}" ]; then
   fw=$tmp/fw-wrapped
   scale=${FW_TEST_TIME_SCALE:-40}
   scale=${scale%.*}
-  scaled() { # NAME default-seconds: export NAME as default x scale (at most an hour)
-    local v=$(($2 * scale))
-    [ -n "${!1:-}" ] || export "$1=$((v < 3600 ? v : 3600))s"
-  }
-  scaled FACEWORK_REQUEST_TIMEOUT 60
-  scaled FACEWORK_READ_TIMEOUT 10
-  scaled FACEWORK_DRAIN_TIMEOUT 30
-  scaled FACEWORK_BACKEND_REQUEST_TIMEOUT 300
-  scaled FACEWORK_BACKEND_READ_TIMEOUT 10
-  scaled FACEWORK_BACKEND_DRAIN_TIMEOUT 30
-  scaled GPU_WORKER_TIMEOUT 60
-  scaled GPU_WORKER_ATTEMPT_TIMEOUT 20
-  scaled GPU_WORKER_CONNECT_TIMEOUT 2
+  # the services' clocks, as tests/integration/slow-clocks.txt lists them for harness.c
+  while read -r cmd _ var ms; do
+    case $cmd in '' | '#'*) continue ;; esac
+    [ -z "${!var:-}" ] || continue # set by the caller: kept
+    v=$((ms * scale))
+    export "$var=$((v < 3600000 ? v : 3600000))ms"
+  done <"$src/tests/integration/slow-clocks.txt"
 fi
 # waits on the script and on exits, in seconds and in 50 ms polls
 run_s=$((120 * scale)) health_s=$((60 * scale)) stop_polls=$((200 * scale))
