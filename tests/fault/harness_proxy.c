@@ -45,7 +45,7 @@ enum { H1_HEAD = 0, H1_BODY, H1_CHUNK_SIZE, H1_CHUNK_DATA, H1_CHUNK_CRLF, H1_TRA
 
 typedef struct chunk {
     struct chunk *next;
-    uint64_t due_ms;
+    uint64_t due_us; /* CLOCK_MONOTONIC µs; +1 so truncation never shortens a delay */
     size_t len, off;
     unsigned char data[];
 } chunk;
@@ -125,6 +125,13 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static bool send_all(int fd, const void *data, size_t len)
@@ -632,8 +639,8 @@ static void queue_free(fwp_conn *c)
 /* Sends the delayed chunks that are due; false when the client is gone. */
 static bool flush_due(fwp_conn *c)
 {
-    uint64_t t = now_ms();
-    while (c->q_head && c->q_head->due_ms <= t) {
+    uint64_t t = now_us();
+    while (c->q_head && c->q_head->due_us <= t) {
         chunk *k = c->q_head;
         if (!send_all(c->cfd, k->data + k->off, k->len - k->off))
             return false;
@@ -696,8 +703,9 @@ static bool relay(fwp_conn *c)
             return false; /* everything the upstream said was delivered */
         int timeout = POLL_MS;
         if (c->q_head) {
-            uint64_t t = now_ms();
-            timeout = c->q_head->due_ms > t ? (int)(c->q_head->due_ms - t) : 0;
+            uint64_t t = now_us();
+            /* rounded up: waking early would only spin */
+            timeout = c->q_head->due_us > t ? (int)((c->q_head->due_us - t + 999) / 1000) : 0;
             if (timeout > POLL_MS)
                 timeout = POLL_MS;
         }
@@ -744,7 +752,7 @@ static bool relay(fwp_conn *c)
                 if (!k)
                     return true;
                 k->next = NULL;
-                k->due_ms = now_ms() + c->fault.delay_ms;
+                k->due_us = now_us() + (uint64_t)c->fault.delay_ms * 1000u + 1;
                 k->len = len;
                 k->off = 0;
                 memcpy(k->data, buf, len);
