@@ -66,7 +66,6 @@ const char *fw_provider_name(fw_provider p)
 /* process-wide environment                                                             */
 
 static const OrtApi *g_api;
-static OrtEnv *g_env;
 static char g_init_error[FW_ERROR_MESSAGE_MAX];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -126,6 +125,16 @@ static void read_available(void)
         g_api->ReleaseStatus(st);
 }
 
+/* The env lives exactly as long as some session needs it: created by the first
+ * env_acquire, released by the env_release of the last session. ORT asks for the env to be
+ * released before the process exits; left to ORT's static destructors at exit, it was torn
+ * down while ORT's own background thread still read it (valgrind: invalid reads of freed env
+ * memory at exit, 1 run in ~30). Releasing it in the normal flow, where every library is
+ * still alive, also keeps it clear of the CUDA runtime's exit-time teardown. */
+static pthread_mutex_t g_env_mu = PTHREAD_MUTEX_INITIALIZER;
+static OrtEnv *g_env;      /* guarded by g_env_mu */
+static size_t g_env_users; /* sessions that need g_env; guarded by g_env_mu */
+
 static void init_once(void)
 {
     const OrtApiBase *base = OrtGetApiBase();
@@ -136,29 +145,75 @@ static void init_once(void)
                  base ? base->GetVersionString() : "?", ORT_API_VERSION);
         return;
     }
-    OrtStatus *st = g_api->CreateEnvWithCustomLogger(ort_log, NULL, ORT_LOGGING_LEVEL_WARNING,
-                                                     "facework", &g_env);
-    if (st) {
-        snprintf(g_init_error, sizeof g_init_error, "cannot create the ONNX Runtime env: %s",
-                 g_api->GetErrorMessage(st));
-        g_api->ReleaseStatus(st);
-        g_env = NULL;
-        return;
-    }
     read_available();
 }
 
-static fw_err ensure_env(fw_error *err)
+/* FW_OK once the ORT API is usable; the reason otherwise. */
+static fw_err api_ready(fw_error *err)
 {
     pthread_once(&g_once, init_once);
-    if (!g_env)
+    if (!g_api)
         return fw_error_set(err, FW_ERR_INTERNAL, "%s", g_init_error);
     return FW_OK;
 }
 
+/* Counts one more user of the env (a session about to be created), creating the env when it
+ * is the first; *out is the env. Each FW_OK must be paired with one env_release. */
+static fw_err env_acquire(OrtEnv **out, fw_error *err)
+{
+    fw_err rc = api_ready(err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&g_env_mu);
+    if (!g_env) {
+        OrtStatus *st = g_api->CreateEnvWithCustomLogger(ort_log, NULL, ORT_LOGGING_LEVEL_WARNING,
+                                                         "facework", &g_env);
+        if (st) {
+            g_env = NULL;
+            pthread_mutex_unlock(&g_env_mu);
+            rc = fw_error_set(err, FW_ERR_INTERNAL, "cannot create the ONNX Runtime env: %s",
+                              g_api->GetErrorMessage(st));
+            g_api->ReleaseStatus(st);
+            return rc;
+        }
+    }
+    g_env_users++;
+    *out = g_env;
+    pthread_mutex_unlock(&g_env_mu);
+    return FW_OK;
+}
+
+/* Drops one user of the env; the last one releases it. */
+static void env_release(void)
+{
+    pthread_mutex_lock(&g_env_mu);
+    if (g_env_users > 0 && --g_env_users == 0) {
+        g_api->ReleaseEnv(g_env);
+        g_env = NULL;
+    }
+    pthread_mutex_unlock(&g_env_mu);
+}
+
+size_t fw__ort_env_users(void)
+{
+    pthread_mutex_lock(&g_env_mu);
+    size_t n = g_env_users;
+    pthread_mutex_unlock(&g_env_mu);
+    return n;
+}
+
+/* Releases a session made by try_session (NULL: nothing), and its hold on the env. */
+static void release_session(OrtSession *s)
+{
+    if (!s)
+        return;
+    g_api->ReleaseSession(s);
+    env_release();
+}
+
 size_t fw_ort_available_providers(const char **names, size_t cap)
 {
-    if (ensure_env(NULL))
+    if (api_ready(NULL))
         return 0;
     size_t n = 0;
     for (; n < g_n_avail && n < cap; n++)
@@ -366,7 +421,7 @@ static void trt_profile_for(const char *path, const fw_session_opts *opts, trt_p
                 g_api->ReleaseStatus(st);
         }
     }
-    g_api->ReleaseSession(s);
+    release_session(s);
     if (!ok)
         prof->min[0] = prof->max[0] = '\0';
 }
@@ -546,15 +601,23 @@ static fw_err make_options(const fw_session_opts *opts, OrtSessionOptions **out,
 static fw_err try_session(const char *path, const fw_session_opts *opts, fw_provider p,
                           OrtSession **out, char *why, size_t why_cap, fw_error *err)
 {
+    /* first: ORT logs through the env's logger while it sets options up */
+    OrtEnv *env = NULL;
+    fw_err rc = env_acquire(&env, err);
+    if (rc)
+        return rc;
     trt_profile prof = {{0}, {0}};
     if (p == FW_PROVIDER_TENSORRT)
         trt_profile_for(path, opts, &prof);
     OrtSessionOptions *so = NULL;
-    fw_err rc = make_options(opts, &so, err);
-    if (rc)
+    rc = make_options(opts, &so, err);
+    if (rc) {
+        env_release();
         return rc;
+    }
     if (!append_provider(so, p, opts, &prof, why, why_cap)) {
         g_api->ReleaseSessionOptions(so);
+        env_release();
         return FW_ERR_PROVIDER;
     }
     /* Nodes TensorRT cannot take go to CUDA rather than the CPU when CUDA is there. */
@@ -563,14 +626,15 @@ static fw_err try_session(const char *path, const fw_session_opts *opts, fw_prov
         if (!append_provider(so, FW_PROVIDER_CUDA, opts, NULL, cuda_why, sizeof cuda_why))
             FW_INFO(MOD, "no cuda fallback for tensorrt", "reason=\"%s\"", cuda_why);
     }
-    OrtStatus *st = g_api->CreateSession(g_env, path, so, out);
+    OrtStatus *st = g_api->CreateSession(env, path, so, out);
     g_api->ReleaseSessionOptions(so);
     if (st) {
         *out = NULL;
         status_msg(st, why, why_cap);
+        env_release();
         return FW_ERR_MODEL;
     }
-    return FW_OK;
+    return FW_OK; /* the session keeps its hold on the env until release_session */
 }
 
 /* Reads a tensor type's shape into s (symbolic dims: -1); non-tensors get rank 0. */
@@ -748,8 +812,7 @@ static fw_err open_explicit(fw_model *m, const fw_session_opts *opts, fw_error *
     char cpu_why[FW_ERROR_MESSAGE_MAX];
     OrtSession *probe = NULL;
     fw_err cpu_rc = try_session(path, opts, FW_PROVIDER_CPU, &probe, cpu_why, sizeof cpu_why, err);
-    if (probe)
-        g_api->ReleaseSession(probe);
+    release_session(probe);
     if (cpu_rc == FW_ERR_MODEL)
         return fw_error_set(err, FW_ERR_MODEL, "%s: %s", path, cpu_why);
     return fw_error_set(err, FW_ERR_PROVIDER, "execution provider %s cannot run %s: %s", name, path,
@@ -801,7 +864,7 @@ fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **o
                             strerror(errno));
     if (!S_ISREG(sb.st_mode))
         return fw_error_set(err, FW_ERR_MODEL, "%s: not a regular file", path);
-    fw_err rc = ensure_env(err);
+    fw_err rc = api_ready(err);
     if (rc)
         return rc;
 
@@ -845,8 +908,7 @@ void fw_model_free(fw_model *m)
         g_api->ReleaseAllocator(m->pinned_alloc);
     if (m->pinned_mem)
         g_api->ReleaseMemoryInfo(m->pinned_mem);
-    if (m->session)
-        g_api->ReleaseSession(m->session);
+    release_session(m->session);
     if (m->cpu_mem)
         g_api->ReleaseMemoryInfo(m->cpu_mem);
     free(m);

@@ -137,6 +137,11 @@ void fw_tensor_clear(fw_tensor *t);
  * order; returns how many were written (at most cap). */
 size_t fw_ort_available_providers(const char **names, size_t cap);
 
+/* How many sessions hold the process's ORT env (for tests). The env exists while this is
+ * above 0: it is created for the first session and released with the last, so a process
+ * that frees its models never leaves the env to ORT's exit-time destructors. */
+size_t fw__ort_env_users(void);
+
 /* The ORT library's version string ("1.29.0"). */
 const char *fw_ort_version(void);
 

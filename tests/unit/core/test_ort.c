@@ -495,6 +495,55 @@ static void test_concurrent_runs(void **state)
     fw_model_free(m);
 }
 
+/* The env follows the sessions: one hold per live session, released with the last, and a
+ * new env serves the models loaded after that. Failed loads leave no hold behind. */
+static void test_env_follows_sessions(void **state)
+{
+    (void)state;
+    assert_int_equal(fw__ort_env_users(), 0);
+    fw_model *a = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
+    assert_int_equal(fw__ort_env_users(), 1);
+    fw_model *b = load_default("fr_feature.onnx", FW_PROVIDER_CPU);
+    assert_int_equal(fw__ort_env_users(), 2);
+
+    /* a provider that cannot start and a file that is no model release what they took */
+    char path[1024];
+    model_path(path, sizeof path, "fr_landmark.onnx");
+    fw_model *m = NULL;
+    fw_error e = {0};
+    if (!getenv("FW_EXPECT_PROVIDER")) { /* no GPU: TensorRT cannot start */
+        fw_session_opts trt = {.provider = FW_PROVIDER_TENSORRT, .threads = 1};
+        assert_int_equal(fw_model_load(path, &trt, &m, &e), FW_ERR_PROVIDER);
+    }
+    char empty[] = "/tmp/fw_test_ort_env_XXXXXX";
+    int fd = mkstemp(empty);
+    assert_true(fd >= 0);
+    close(fd);
+    fw_session_opts cpu = {.provider = FW_PROVIDER_CPU, .threads = 1};
+    assert_int_equal(fw_model_load(empty, &cpu, &m, &e), FW_ERR_MODEL);
+    unlink(empty);
+    assert_null(m);
+    assert_int_equal(fw__ort_env_users(), 2);
+
+    fw_model_free(a);
+    assert_int_equal(fw__ort_env_users(), 1);
+    fw_model_free(b);
+    assert_int_equal(fw__ort_env_users(), 0);
+
+    /* after the env was released, a new one serves a new model, which runs */
+    fw_model *c = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
+    assert_int_equal(fw__ort_env_users(), 1);
+    float x[64 * 64] = {0};
+    fw_shape s = {.rank = 4, .dims = {1, 1, 64, 64}};
+    fw_tensor outs[FW_MAX_OUTPUTS];
+    memset(outs, 0, sizeof outs);
+    assert_int_equal(fw_model_run(c, x, &s, outs, &e), FW_OK);
+    assert_int_equal(outs[0].count, 136);
+    fw_tensor_clear(&outs[0]);
+    fw_model_free(c);
+    assert_int_equal(fw__ort_env_users(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_run_errors),
         cmocka_unit_test(test_concurrent_runs),
+        cmocka_unit_test(test_env_follows_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
