@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/ort.h"
 #include "facework/facework.h"
 #include "util/log.h"
 
@@ -474,6 +475,7 @@ static int cmd_models(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    fw_ort_preinit(); /* while this is the only thread */
     if (argc < 2) {
         usage(stderr);
         return 2;

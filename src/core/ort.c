@@ -127,16 +127,22 @@ static void read_available(void)
 
 /* The env lives exactly as long as some session needs it: created by the first
  * env_acquire, released by the env_release of the last session. ORT asks for the env to be
- * released before the process exits; left to ORT's static destructors at exit, it was torn
- * down while ORT's own background thread still read it (valgrind: invalid reads of freed env
- * memory at exit, 1 run in ~30). Releasing it in the normal flow, where every library is
- * still alive, also keeps it clear of the CUDA runtime's exit-time teardown. */
+ * released before the process exits rather than by its static destructors at exit; doing it
+ * in the normal flow, where every library (the CUDA runtime included) is still alive, also
+ * keeps it clear of other libraries' exit-time teardown. */
 static pthread_mutex_t g_env_mu = PTHREAD_MUTEX_INITIALIZER;
 static OrtEnv *g_env;      /* guarded by g_env_mu */
 static size_t g_env_users; /* sessions that need g_env; guarded by g_env_mu */
 
+void fw_ort_preinit(void)
+{
+    if (setenv("ORT_DISABLE_TELEMETRY", "1", 0) != 0)
+        FW_WARN(MOD, "cannot turn ORT telemetry off", "%s", "");
+}
+
 static void init_once(void)
 {
+    fw_ort_preinit(); /* before the first env: ORT reads it there */
     const OrtApiBase *base = OrtGetApiBase();
     g_api = base ? base->GetApi(ORT_API_VERSION) : NULL;
     if (!g_api) {

@@ -142,6 +142,13 @@ size_t fw_ort_available_providers(const char **names, size_t cap);
  * that frees its models never leaves the env to ORT's exit-time destructors. */
 size_t fw__ort_env_users(void);
 
+/* Turns ONNX Runtime's own telemetry off (ORT_DISABLE_TELEMETRY=1) unless the environment
+ * already sets ORT_DISABLE_TELEMETRY. ORT 1.29 otherwise starts a telemetry thread with its
+ * first env, which lives to process exit and races ORT's exit-time destructors (valgrind
+ * saw it read freed memory at exit). Sets an environment variable: call it before any other
+ * thread starts; the first model load calls it too, for programs that did not. */
+void fw_ort_preinit(void);
+
 /* The ORT library's version string ("1.29.0"). */
 const char *fw_ort_version(void);
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -495,6 +496,18 @@ static void test_concurrent_runs(void **state)
     fw_model_free(m);
 }
 
+/* Threads of this process, from /proc/self/task. */
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
 /* The env follows the sessions: one hold per live session, released with the last, and a
  * new env serves the models loaded after that. Failed loads leave no hold behind. */
 static void test_env_follows_sessions(void **state)
@@ -503,6 +516,10 @@ static void test_env_follows_sessions(void **state)
     assert_int_equal(fw__ort_env_users(), 0);
     fw_model *a = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
     assert_int_equal(fw__ort_env_users(), 1);
+    /* ORT's telemetry is off (fw_ort_preinit), so its env started no thread of its own: with
+     * one intra-op thread per session this process has only its main thread */
+    assert_string_equal(getenv("ORT_DISABLE_TELEMETRY"), "1");
+    assert_int_equal(count_threads(), 1);
     fw_model *b = load_default("fr_feature.onnx", FW_PROVIDER_CPU);
     assert_int_equal(fw__ort_env_users(), 2);
 
