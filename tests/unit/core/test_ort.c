@@ -508,6 +508,20 @@ static int count_threads(void)
     return n;
 }
 
+/* ORT's telemetry is off (fw_ort_preinit), so the first env of the process starts no
+ * thread; with one intra-op thread per session, loading a model adds none. Runs first: the
+ * telemetry thread would outlive any env an earlier test made. */
+static void test_first_env_starts_no_thread(void **state)
+{
+    (void)state;
+    assert_int_equal(fw__ort_env_users(), 0);
+    int threads = count_threads();
+    fw_model *m = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
+    assert_string_equal(getenv("ORT_DISABLE_TELEMETRY"), "1");
+    assert_int_equal(count_threads(), threads);
+    fw_model_free(m);
+}
+
 /* The env follows the sessions: one hold per live session, released with the last, and a
  * new env serves the models loaded after that. Failed loads leave no hold behind. */
 static void test_env_follows_sessions(void **state)
@@ -516,10 +530,6 @@ static void test_env_follows_sessions(void **state)
     assert_int_equal(fw__ort_env_users(), 0);
     fw_model *a = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
     assert_int_equal(fw__ort_env_users(), 1);
-    /* ORT's telemetry is off (fw_ort_preinit), so its env started no thread of its own: with
-     * one intra-op thread per session this process has only its main thread */
-    assert_string_equal(getenv("ORT_DISABLE_TELEMETRY"), "1");
-    assert_int_equal(count_threads(), 1);
     fw_model *b = load_default("fr_feature.onnx", FW_PROVIDER_CPU);
     assert_int_equal(fw__ort_env_users(), 2);
 
@@ -564,6 +574,7 @@ static void test_env_follows_sessions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_env_starts_no_thread), /* first: see there */
         cmocka_unit_test(test_provider_names),
         cmocka_unit_test(test_version_and_providers),
         cmocka_unit_test(test_default_models_info),
