@@ -25,11 +25,9 @@
  * multiplies every deadline the harness applies itself: the start-up deadline, the
  * timeouts given to fwt_wait_healthy, fwt_worker_wait_exit and fwt_worker_stop, and the
  * default libcurl timeouts (a timeout_ms given in an fwt_req is used as it is), and, when it
- * is above 1, the service's own clocks listed in tests/integration/slow-clocks.txt unless
- * the test sets them (flag or environment; at most an hour each): the worker's
- * --request-timeout, --read-timeout, --drain-timeout and --max-queue-delay, the backend's
- * --request-timeout, --read-timeout and --drain-timeout, and its --timeout,
- * --attempt-timeout and --connect-timeout on workers. Tests scale their
+ * is above 1, the service's own clocks (the worker's and the backend's timeouts, as
+ * tests/integration/slow-clocks.txt lists them) unless the test sets them (flag or
+ * environment; at most an hour each). Tests scale their
  * own waits with fwt_time_scale(), and shrink their heaviest workloads when fwt_reduced()
  * says so (FW_TEST_FULL=1 keeps them whole).
  *
