@@ -239,10 +239,12 @@ typedef struct fw_client_result {
 /* Analyzes (or, with opts->analyze.embed false, only detects faces in) n encoded images.
  * results[0..n) are always filled, in input order, exactly one per image (caller clears
  * each with fw_client_result_clear): a worker's answer, the CPU fallback's, or a per-item
- * error. Embeddings are L2-normalised, landmarks always present. opts may be NULL.
+ * error. Embeddings are L2-normalised, landmarks always present; quality, crops and the
+ * quality filter (opts->analyze) are the worker's or the fallback's, the same either way.
+ * opts may be NULL.
  * Returns an error only for a failure of the whole call: FW_ERR_INVALID_ARGUMENT for NULL
- * arguments, a blob with len > 0 and no data, or options out of range (min_score > 1,
- * max_faces < 0, min_face_size < 0, non-finite numbers), then results are untouched;
+ * arguments, a blob with len > 0 and no data, or options out of range
+ * (fw_analyze_opts_validate), then results are untouched;
  * FW_ERR_NOMEM, then every result holds that error. n == 0 is FW_OK. Blocking; thread-safe;
  * the blobs must stay valid until it returns. */
 fw_err fw_client_analyze(fw_client *c, const fw_blob *blobs, size_t n,

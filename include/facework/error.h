@@ -29,6 +29,7 @@ typedef enum fw_err {
     FW_ERR_BUSY,             /* a queue or pool is full; try again later */
     FW_ERR_UNAVAILABLE,      /* a peer or service is down, draining or refusing */
     FW_ERR_AUTH,             /* missing or wrong credentials */
+    FW_ERR_UNUSABLE_FACE,    /* no face passes the requested quality checks */
     FW_ERR_INTERNAL,         /* a bug: an invariant did not hold */
     FW_ERR__COUNT
 } fw_err;

@@ -80,18 +80,85 @@ typedef struct fw_role_status {
     int batch_cap;          /* largest batch since an out-of-memory error; 0: no cap */
 } fw_role_status;
 
+/* Per-face quality thresholds (docs/quality.md). A face is usable when every check passes:
+ * size >= min_size, box sharpness >= min_sharpness, |yaw| <= max_yaw, |pitch| <= max_pitch
+ * and the combined score >= min_quality. max_yaw, max_pitch and min_size also scale the
+ * score (fw_quality_score). */
+typedef struct fw_quality_thresholds {
+    float min_size;      /* pixels, the box's shorter side */
+    float min_sharpness; /* variance of the Laplacian of the box crop */
+    float max_yaw;       /* degrees, > 0 */
+    float max_pitch;     /* degrees, > 0 */
+    float min_quality;   /* combined score in [0, 1] */
+} fw_quality_thresholds;
+
+/* What a request does with faces that are not usable under its thresholds. */
+typedef enum fw_quality_action {
+    FW_QUALITY_ANNOTATE = 0, /* keep every face; `usable` says which pass */
+    FW_QUALITY_FILTER,       /* drop unusable faces (before max_faces and embedding) */
+    FW_QUALITY_REJECT,       /* drop them, and fail the item (FW_ERR_UNUSABLE_FACE, saying
+                                why) when no face is left */
+} fw_quality_action;
+
+/* Face crops returned with each face. */
+typedef enum fw_crop_mode {
+    FW_CROP_NONE = 0,
+    FW_CROP_ALIGNED, /* the 112x112 ArcFace-aligned crop the embedder sees */
+    FW_CROP_BOX,     /* the detector box grown by face_margin on every side, clipped */
+} fw_crop_mode;
+
 typedef struct fw_analyze_opts {
     float min_score;     /* detector threshold; <= 0: the detector's default */
     int max_faces;       /* keep the highest-scoring N per image; 0: all */
     float min_face_size; /* drop faces whose box is smaller (pixels, shorter side); 0: none */
     bool embed;          /* compute embeddings (fw_engine_analyze); default true */
+
+    bool quality;                     /* fill fw_face.quality (default true) */
+    fw_quality_thresholds thresholds; /* default: the "none" preset (every face usable) */
+    fw_quality_action quality_action; /* default ANNOTATE; FILTER and REJECT imply quality */
+    fw_crop_mode crops;               /* default NONE */
+    float face_margin;                /* box crops and box sharpness: fraction of the box's width
+                                         (height) added left and right (above and below); 0.2 */
+    fw_image_format crop_format;      /* FW_FORMAT_JPEG (default) or FW_FORMAT_PNG */
+    int crop_quality;                 /* JPEG quality 1..100 (95) */
 } fw_analyze_opts;
+
+/* Reasons a face is not usable (fw_face_quality.reasons, a bit set). */
+#define FW_QUALITY_SMALL 0x01u  /* size < min_size */
+#define FW_QUALITY_BLURRY 0x02u /* sharpness_box < min_sharpness */
+#define FW_QUALITY_YAW 0x04u    /* |yaw| > max_yaw */
+#define FW_QUALITY_PITCH 0x08u  /* |pitch| > max_pitch */
+#define FW_QUALITY_LOW 0x10u    /* score < min_quality */
+#define FW_QUALITY__REASONS 5
+
+typedef struct fw_face_quality {
+    float sharpness_aligned; /* variance of the Laplacian of the gray 112x112 aligned crop */
+    float sharpness_box;     /* the same over the box crop (face_margin), decoded pixels */
+    float yaw, pitch, roll;  /* degrees, from the 5 landmarks (docs/quality.md): yaw > 0 when
+                                the face turns to its left (image right), pitch > 0 when it
+                                looks up, roll > 0 when it tilts clockwise in the image */
+    float size;              /* the box's shorter side, original pixels */
+    float score;             /* fw_quality_score under the request's thresholds */
+    bool usable;             /* reasons == 0 */
+    unsigned reasons;        /* FW_QUALITY_* bits of the failed checks */
+} fw_face_quality;
+
+/* An encoded face crop. */
+typedef struct fw_face_crop {
+    fw_image_format format; /* FW_FORMAT_JPEG or FW_FORMAT_PNG */
+    int width, height;
+    const uint8_t *data; /* len bytes, in the result's allocation */
+    size_t len;
+} fw_face_crop;
 
 typedef struct fw_face {
     float bbox[4]; /* x1, y1, x2, y2 in original-image pixels (orientation applied) */
     float score;
     float landmarks[5][2]; /* left eye, right eye, nose, left mouth, right mouth */
     float *embedding;      /* embedding_dim floats, L2-normalised; NULL when not computed */
+    bool has_quality;      /* quality was computed */
+    fw_face_quality quality;
+    fw_face_crop crop; /* data NULL unless crops were asked for */
 } fw_face;
 
 /* One input image's outcome. status != FW_OK means this item failed (message says why)
@@ -112,6 +179,13 @@ typedef struct fw_blob {
 
 void fw_engine_config_init(fw_engine_config *cfg);
 void fw_analyze_opts_init(fw_analyze_opts *opts);
+
+/* Checks that opts is in range: finite numbers, min_score <= 1, max_faces >= 0,
+ * min_face_size >= 0, thresholds (min_size, min_sharpness >= 0; max_yaw, max_pitch in
+ * (0, 90]; min_quality in [0, 1]), face_margin in [0, 2], crop_quality 1..100, crop_format
+ * JPEG or PNG, known enum values. Returns FW_ERR_INVALID_ARGUMENT naming the first bad
+ * field. */
+fw_err fw_analyze_opts_validate(const fw_analyze_opts *opts, fw_error *err);
 
 /* Loads the model pack and creates sessions on the requested provider ("auto" falls back
  * to CPU with the reason logged). On success *out is owned by the caller. */
@@ -163,6 +237,30 @@ char *fw_engine_describe_json(const fw_engine *eng);
 
 /* Frees what a result owns and zeroes it. NULL is a no-op. */
 void fw_result_clear(fw_result *res);
+
+/* Fills *t with a named preset's thresholds: "none" (every face usable: no minimum, 90
+ * degree limits), "ingest", "enroll" (or "enrol"), "verify", "search" (docs/quality.md).
+ * Returns FW_ERR_INVALID_ARGUMENT for another name (t untouched). */
+fw_err fw_quality_preset(const char *name, fw_quality_thresholds *t);
+
+/* The combined quality score in [0, 1] of a face with box sharpness `sharpness`, pose
+ * yaw/pitch (degrees) and shorter side `size` under t:
+ *   0.4 min(1, sharpness / 500) + 0.2 (1 - |yaw| / max_yaw) + 0.2 (1 - |pitch| / max_pitch)
+ *   + 0.2 min(1, size / max(min_size, 112)), each pose term clamped at 0. */
+float fw_quality_score(float sharpness, float yaw, float pitch, float size,
+                       const fw_quality_thresholds *t);
+
+/* Fills q's score, reasons and usable from its measurements and t. */
+void fw_quality_judge(fw_face_quality *q, const fw_quality_thresholds *t);
+
+/* "size", "sharpness", "yaw", "pitch", "score": the name of one FW_QUALITY_* bit (NULL for
+ * anything else). */
+const char *fw_quality_reason_name(unsigned bit);
+
+/* Writes a sentence naming each failed check of q under t ("yaw 31.2 > 25; sharpness 12.0 <
+ * 60") into buf (always NUL-terminated when cap > 0). */
+void fw_quality_explain(const fw_face_quality *q, const fw_quality_thresholds *t, char *buf,
+                        size_t cap);
 
 /* Cosine similarity of two L2-normalised embeddings (their dot product). */
 float fw_cosine(const float *a, const float *b, size_t dim);

@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "core/ort.h"
 #include "facework/facework.h"
+#include "util/base64.h"
 #include "util/log.h"
 
 #define DEFAULT_COMPARE_THRESHOLD 0.42f
@@ -43,6 +44,18 @@ static void usage(FILE *out)
             "  --max-faces N          keep the N highest-scoring faces per image\n"
             "  --min-face-size PX     drop smaller faces\n"
             "  --threshold F          compare: same-person threshold (default 0.42)\n"
+            "  --quality-preset NAME  none|ingest|enroll|verify|search: judge faces\n"
+            "                         (docs/quality.md); detect/analyze drop unusable faces,\n"
+            "                         compare refuses an image without a usable face\n"
+            "  --quality-action A     annotate|filter|reject (default: filter with a preset;\n"
+            "                         compare: reject)\n"
+            "  --no-quality           omit the per-face quality object\n"
+            "  --crops MODE           none|aligned|box: add an encoded crop to each face\n"
+            "  --face-margin F        box crops: margin per side, fraction of the box (0.2)\n"
+            "  --crop-format FMT      jpeg|png (default jpeg)\n"
+            "  --crop-quality N       JPEG quality 1..100 (default 95)\n"
+            "  --crops-dir DIR        write crops to DIR/<image>_<face>.<ext> instead of\n"
+            "                         base64 in the JSON\n"
             "  --pretty               indent the JSON output\n"
             "\n"
             "`facework worker --help` lists the worker's options.\n");
@@ -53,7 +66,19 @@ typedef struct cli_opts {
     fw_analyze_opts aopts;
     float threshold;
     int pretty;
+    int action_given;      /* --quality-action was given */
+    int preset_given;      /* --quality-preset other than none */
+    const char *crops_dir; /* --crops-dir */
 } cli_opts;
+
+/* Index of s in names[0..n), or -1. */
+static int pick_name(const char *s, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
 
 /* Parses the shared options; returns the index of the first positional argument, or -1
  * after printing an error. */
@@ -68,8 +93,18 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         O_MIN_FACE,
         O_THRESHOLD,
         O_PRETTY,
+        O_PRESET,
+        O_ACTION,
+        O_NO_QUALITY,
+        O_CROPS,
+        O_MARGIN,
+        O_CROP_FORMAT,
+        O_CROP_QUALITY,
+        O_CROPS_DIR,
         O_HELP
     };
+    static const char *const actions[] = {"annotate", "filter", "reject"};
+    static const char *const crops[] = {"none", "aligned", "box"};
     static const struct option longopts[] = {
         {"models", required_argument, 0, O_MODELS},
         {"provider", required_argument, 0, O_PROVIDER},
@@ -79,6 +114,14 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         {"min-face-size", required_argument, 0, O_MIN_FACE},
         {"threshold", required_argument, 0, O_THRESHOLD},
         {"pretty", no_argument, 0, O_PRETTY},
+        {"quality-preset", required_argument, 0, O_PRESET},
+        {"quality-action", required_argument, 0, O_ACTION},
+        {"no-quality", no_argument, 0, O_NO_QUALITY},
+        {"crops", required_argument, 0, O_CROPS},
+        {"face-margin", required_argument, 0, O_MARGIN},
+        {"crop-format", required_argument, 0, O_CROP_FORMAT},
+        {"crop-quality", required_argument, 0, O_CROP_QUALITY},
+        {"crops-dir", required_argument, 0, O_CROPS_DIR},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -86,6 +129,9 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
     fw_analyze_opts_init(&o->aopts);
     o->threshold = DEFAULT_COMPARE_THRESHOLD;
     o->pretty = 0;
+    o->action_given = o->preset_given = 0;
+    o->crops_dir = NULL;
+    int k;
     optind = 1;
     opterr = 1;
     int c;
@@ -136,6 +182,60 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         case O_PRETTY:
             o->pretty = 1;
             break;
+        case O_PRESET:
+            if (fw_quality_preset(optarg, &o->aopts.thresholds) != FW_OK) {
+                fprintf(stderr,
+                        "facework: --quality-preset: none|ingest|enroll|verify|search: %s\n",
+                        optarg);
+                return -1;
+            }
+            o->preset_given = strcmp(optarg, "none") != 0;
+            break;
+        case O_ACTION:
+            if ((k = pick_name(optarg, actions, 3)) < 0) {
+                fprintf(stderr, "facework: --quality-action: annotate|filter|reject: %s\n", optarg);
+                return -1;
+            }
+            o->aopts.quality_action = (fw_quality_action)k;
+            o->action_given = 1;
+            break;
+        case O_NO_QUALITY:
+            o->aopts.quality = false;
+            break;
+        case O_CROPS:
+            if ((k = pick_name(optarg, crops, 3)) < 0) {
+                fprintf(stderr, "facework: --crops: none|aligned|box: %s\n", optarg);
+                return -1;
+            }
+            o->aopts.crops = (fw_crop_mode)k;
+            break;
+        case O_MARGIN:
+            o->aopts.face_margin = strtof(optarg, &end);
+            if (*end || !(o->aopts.face_margin >= 0 && o->aopts.face_margin <= 2)) {
+                fprintf(stderr, "facework: --face-margin: expected 0..2: %s\n", optarg);
+                return -1;
+            }
+            break;
+        case O_CROP_FORMAT:
+            if (strcmp(optarg, "jpeg") == 0 || strcmp(optarg, "jpg") == 0) {
+                o->aopts.crop_format = FW_FORMAT_JPEG;
+            } else if (strcmp(optarg, "png") == 0) {
+                o->aopts.crop_format = FW_FORMAT_PNG;
+            } else {
+                fprintf(stderr, "facework: --crop-format: jpeg|png: %s\n", optarg);
+                return -1;
+            }
+            break;
+        case O_CROP_QUALITY:
+            o->aopts.crop_quality = (int)strtol(optarg, &end, 10);
+            if (*end || o->aopts.crop_quality < 1 || o->aopts.crop_quality > 100) {
+                fprintf(stderr, "facework: --crop-quality: expected 1..100: %s\n", optarg);
+                return -1;
+            }
+            break;
+        case O_CROPS_DIR:
+            o->crops_dir = optarg;
+            break;
         case O_HELP:
         case 'h':
             usage(stdout);
@@ -143,6 +243,12 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         default:
             return -1;
         }
+    }
+    if (o->preset_given && !o->action_given)
+        o->aopts.quality_action = FW_QUALITY_FILTER;
+    if (o->crops_dir && o->aopts.crops == FW_CROP_NONE) {
+        fprintf(stderr, "facework: --crops-dir needs --crops aligned|box\n");
+        return -1;
     }
     return optind;
 }
@@ -241,7 +347,73 @@ static void progress(size_t done, size_t total)
 /* ------------------------------------------------------------------------------------ */
 /* JSON output                                                                          */
 
-static json_t *face_json(const fw_face *f, size_t dim)
+static json_t *quality_json(const fw_face_quality *q)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "score", json_real(q->score));
+    json_object_set_new(o, "usable", json_boolean(q->usable));
+    json_t *reasons = json_array();
+    for (unsigned bit = 1; bit < (1u << FW_QUALITY__REASONS); bit <<= 1)
+        if (q->reasons & bit)
+            json_array_append_new(reasons, json_string(fw_quality_reason_name(bit)));
+    json_object_set_new(o, "reasons", reasons);
+    json_t *sh = json_object();
+    json_object_set_new(sh, "aligned", json_real(q->sharpness_aligned));
+    json_object_set_new(sh, "box", json_real(q->sharpness_box));
+    json_object_set_new(o, "sharpness", sh);
+    json_object_set_new(o, "yaw", json_real(q->yaw));
+    json_object_set_new(o, "pitch", json_real(q->pitch));
+    json_object_set_new(o, "roll", json_real(q->roll));
+    json_object_set_new(o, "size", json_real(q->size));
+    return o;
+}
+
+/* Where --crops-dir puts face k of the image at path. */
+static void crop_path(const char *dir, const char *path, size_t k, const fw_face_crop *c, char *out,
+                      size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    int stem = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+    snprintf(out, cap, "%s/%.*s_%zu.%s", dir, stem, base, k,
+             c->format == FW_FORMAT_PNG ? "png" : "jpg");
+}
+
+/* The face's crop: written under crops_dir (its path in the JSON), else base64. */
+static json_t *crop_json(const fw_face_crop *c, const char *crops_dir, const char *path, size_t k)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "format", json_string(c->format == FW_FORMAT_PNG ? "png" : "jpeg"));
+    json_object_set_new(o, "width", json_integer(c->width));
+    json_object_set_new(o, "height", json_integer(c->height));
+    if (crops_dir) {
+        char file[4096];
+        crop_path(crops_dir, path, k, c, file, sizeof file);
+        FILE *f = fopen(file, "wb");
+        int ok = f && fwrite(c->data, 1, c->len, f) == c->len;
+        if (f && fclose(f) != 0)
+            ok = 0;
+        if (!ok) {
+            fprintf(stderr, "facework: cannot write %s\n", file);
+            json_object_set_new(o, "error", json_string("could not be written"));
+        } else {
+            json_object_set_new(o, "path", json_string(file));
+        }
+        return o;
+    }
+    size_t n = fw_base64_encoded_len(c->len);
+    char *b64 = malloc(n + 1);
+    if (b64) {
+        fw_base64_encode(c->data, c->len, b64);
+        json_object_set_new(o, "data", json_stringn(b64, n));
+        free(b64);
+    }
+    return o;
+}
+
+static json_t *face_json(const fw_face *f, size_t dim, const char *crops_dir, const char *path,
+                         size_t index)
 {
     json_t *o = json_object();
     json_t *bbox = json_array();
@@ -263,10 +435,14 @@ static json_t *face_json(const fw_face *f, size_t dim)
             json_array_append_new(e, json_real(f->embedding[k]));
         json_object_set_new(o, "embedding", e);
     }
+    if (f->has_quality)
+        json_object_set_new(o, "quality", quality_json(&f->quality));
+    if (f->crop.data)
+        json_object_set_new(o, "crop", crop_json(&f->crop, crops_dir, path, index));
     return o;
 }
 
-static json_t *result_json(const char *path, const fw_result *r, size_t dim)
+static json_t *result_json(const char *path, const fw_result *r, size_t dim, const char *crops_dir)
 {
     json_t *o = json_object();
     json_object_set_new(o, "path", json_string(path));
@@ -281,7 +457,7 @@ static json_t *result_json(const char *path, const fw_result *r, size_t dim)
     json_object_set_new(o, "height", json_integer(r->height));
     json_t *faces = json_array();
     for (size_t i = 0; i < r->n_faces; i++)
-        json_array_append_new(faces, face_json(&r->faces[i], dim));
+        json_array_append_new(faces, face_json(&r->faces[i], dim, crops_dir, path, i));
     json_object_set_new(o, "faces", faces);
     return o;
 }
@@ -369,7 +545,7 @@ static int cmd_analyze(int argc, char **argv, int embed)
             break;
         }
         for (size_t k = 0; k < n; k++) {
-            json_t *j = result_json(paths.items[i + k], &res[k], dim);
+            json_t *j = result_json(paths.items[i + k], &res[k], dim, o.crops_dir);
             char *s = json_dumps(j, dump_flags(o.pretty));
             printf("%s%s%s", i + k ? "," : "", o.pretty ? "\n" : "", s ? s : "null");
             free(s);
@@ -413,6 +589,8 @@ static int cmd_compare(int argc, char **argv)
         fprintf(stderr, "facework: compare needs exactly two images\n");
         return 2;
     }
+    if (o.preset_given && !o.action_given)
+        o.aopts.quality_action = FW_QUALITY_REJECT; /* refuse an image without a usable face */
     fw_engine *eng = open_engine(&o);
     if (!eng)
         return 1;
@@ -443,6 +621,12 @@ static int cmd_compare(int argc, char **argv)
     json_object_set_new(j, "cosine", json_real(cos));
     json_object_set_new(j, "threshold", json_real(o.threshold));
     json_object_set_new(j, "same", json_boolean(cos >= o.threshold));
+    if (res[0].faces[fa].has_quality && res[1].faces[fb].has_quality) {
+        json_t *q = json_object();
+        json_object_set_new(q, "a", quality_json(&res[0].faces[fa].quality));
+        json_object_set_new(q, "b", quality_json(&res[1].faces[fb].quality));
+        json_object_set_new(j, "quality", q);
+    }
     char *s = json_dumps(j, dump_flags(o.pretty));
     printf("%s\n", s ? s : "null");
     free(s);

@@ -182,9 +182,9 @@ bool fw__attempt_is_failure(int curl_code, long http_status)
 
 bool fw__item_error_is_final(const char *code)
 {
-    static const char *const final_codes[] = {"corrupt",         "unsupported", "too_large",
-                                              "too_many_pixels", "empty_input", "invalid_argument",
-                                              "parse_error"};
+    static const char *const final_codes[] = {"corrupt",         "unsupported",  "too_large",
+                                              "too_many_pixels", "empty_input",  "invalid_argument",
+                                              "parse_error",     "unusable_face"};
     if (!code)
         return false;
     for (size_t i = 0; i < sizeof final_codes / sizeof final_codes[0]; i++)

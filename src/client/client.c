@@ -218,9 +218,30 @@ struct call {
     batch *completed;
     batch *all;
     uint64_t deadline;
-    char options_json[320];
+    char options_json[768];
     size_t inflight;
 };
+
+/* The worker options that give what a asks for (every field, so that the worker's
+ * defaults never matter). */
+static void analyze_options_json(const fw_analyze_opts *a, char *buf, size_t cap)
+{
+    static const char *const actions[] = {"annotate", "filter", "reject"};
+    static const char *const crops[] = {"none", "aligned", "box"};
+    const fw_quality_thresholds *t = &a->thresholds;
+    snprintf(buf, cap,
+             "{\"embedding_format\":\"base64-f32\",\"landmarks\":true,\"min_score\":%.9g,"
+             "\"max_faces\":%d,\"min_face_size\":%.9g,\"quality\":%s,"
+             "\"quality_preset\":{\"min_size\":%.9g,\"min_sharpness\":%.9g,\"max_yaw\":%.9g,"
+             "\"max_pitch\":%.9g,\"min_quality\":%.9g},\"quality_action\":\"%s\","
+             "\"crops\":\"%s\",\"face_margin\":%.9g,\"crop_format\":\"%s\","
+             "\"crop_quality\":%d}",
+             a->min_score > 0 ? (double)a->min_score : 0.0, a->max_faces, (double)a->min_face_size,
+             a->quality ? "true" : "false", (double)t->min_size, (double)t->min_sharpness,
+             (double)t->max_yaw, (double)t->max_pitch, (double)t->min_quality,
+             actions[a->quality_action % 3], crops[a->crops % 3], (double)a->face_margin,
+             a->crop_format == FW_FORMAT_PNG ? "png" : "jpeg", a->crop_quality);
+}
 
 static const char *route_path(fw__resp_kind kind)
 {
@@ -950,11 +971,11 @@ static fw_err run_call(fw_client *c, fw__resp_kind kind, const fw_blob *blobs, s
     if (opts)
         o = *opts;
     const fw_analyze_opts *a = &o.analyze;
-    if (kind != FW__RESP_EMBED &&
-        (!isfinite(a->min_score) || a->min_score > 1 || a->max_faces < 0 ||
-         !isfinite(a->min_face_size) || a->min_face_size < 0))
-        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
-                            "options: min_score must be <= 1, max_faces >= 0, min_face_size >= 0");
+    if (kind != FW__RESP_EMBED) {
+        fw_err vrc = fw_analyze_opts_validate(a, err);
+        if (vrc)
+            return vrc;
+    }
     if (!isfinite(o.timeout_s))
         return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "options: timeout_s is not finite");
     for (size_t i = 0; i < n; i++)
@@ -987,11 +1008,7 @@ static fw_err run_call(fw_client *c, fw__resp_kind kind, const fw_blob *blobs, s
     if (kind == FW__RESP_EMBED)
         snprintf(k.options_json, sizeof k.options_json, "{\"embedding_format\":\"base64-f32\"}");
     else
-        snprintf(k.options_json, sizeof k.options_json,
-                 "{\"embedding_format\":\"base64-f32\",\"landmarks\":true,\"min_score\":%.9g,"
-                 "\"max_faces\":%d,\"min_face_size\":%.9g}",
-                 a->min_score > 0 ? (double)a->min_score : 0.0, a->max_faces,
-                 (double)a->min_face_size);
+        analyze_options_json(a, k.options_json, sizeof k.options_json);
     pthread_mutex_init(&k.mu, NULL);
     cond_init_mono(&k.cv);
 

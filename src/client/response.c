@@ -129,14 +129,15 @@ static bool get_size_int(const json_t *v, int *out)
     return true;
 }
 
-/* Allocates faces + m * dim floats in one block (fw_result_clear frees it). */
-static bool alloc_faces(fw_result *r, size_t m, size_t dim)
+/* Allocates faces + m * dim floats + extra bytes (crops) in one block (fw_result_clear
+ * frees it). */
+static bool alloc_faces(fw_result *r, size_t m, size_t dim, size_t extra)
 {
     if (m == 0)
         return true;
-    if (m > SIZE_MAX / 2 / (sizeof(fw_face) + dim * sizeof(float) + 1))
+    if (m > SIZE_MAX / 2 / (sizeof(fw_face) + dim * sizeof(float) + 1) || extra > SIZE_MAX / 4)
         return false;
-    fw_face *f = calloc(1, m * sizeof(fw_face) + m * dim * sizeof(float));
+    fw_face *f = calloc(1, m * sizeof(fw_face) + m * dim * sizeof(float) + extra);
     if (!f)
         return false;
     float *emb = (float *)(f + m);
@@ -168,12 +169,66 @@ static fw_err check_dim(pstate *ps, const json_t *v, size_t *dim)
     return FW_OK;
 }
 
+/* A face's "quality" object (the worker's encoding of fw_face_quality). */
+static bool parse_quality(const json_t *q, fw_face_quality *out)
+{
+    const json_t *sh = json_object_get(q, "sharpness");
+    const json_t *reasons = json_object_get(q, "reasons");
+    const json_t *usable = json_object_get(q, "usable");
+    if (!json_is_object(q) || !json_is_object(sh) || !json_is_boolean(usable) ||
+        !get_float(json_object_get(q, "score"), &out->score) ||
+        !get_float(json_object_get(sh, "aligned"), &out->sharpness_aligned) ||
+        !get_float(json_object_get(sh, "box"), &out->sharpness_box) ||
+        !get_float(json_object_get(q, "yaw"), &out->yaw) ||
+        !get_float(json_object_get(q, "pitch"), &out->pitch) ||
+        !get_float(json_object_get(q, "roll"), &out->roll) ||
+        !get_float(json_object_get(q, "size"), &out->size))
+        return false;
+    out->usable = json_is_true(usable);
+    out->reasons = 0;
+    if (reasons && !json_is_array(reasons))
+        return false;
+    for (size_t i = 0; i < json_array_size(reasons); i++) {
+        const char *name = json_string_value(json_array_get(reasons, i));
+        for (unsigned bit = 1; name && bit < (1u << FW_QUALITY__REASONS); bit <<= 1)
+            if (strcmp(name, fw_quality_reason_name(bit)) == 0)
+                out->reasons |= bit;
+    }
+    return true;
+}
+
+/* A face's "crop" object; its bytes are decoded into *block (advanced past them). */
+static bool parse_crop(const json_t *c, fw_face_crop *out, uint8_t **block, size_t *room)
+{
+    const json_t *data = json_object_get(c, "data");
+    const char *fmt = json_string_value(json_object_get(c, "format"));
+    if (!json_is_object(c) || !json_is_string(data) || !fmt ||
+        !get_size_int(json_object_get(c, "width"), &out->width) ||
+        !get_size_int(json_object_get(c, "height"), &out->height))
+        return false;
+    if (strcmp(fmt, "jpeg") == 0)
+        out->format = FW_FORMAT_JPEG;
+    else if (strcmp(fmt, "png") == 0)
+        out->format = FW_FORMAT_PNG;
+    else
+        return false;
+    size_t got = 0;
+    if (fw_base64_decode(json_string_value(data), json_string_length(data), *block, *room, &got,
+                         NULL) != FW_OK)
+        return false;
+    out->data = *block;
+    out->len = got;
+    *block += got;
+    *room -= got;
+    return true;
+}
+
 static fw_err parse_faces(pstate *ps, const json_t *faces, bool want_emb, fw__item_out *o)
 {
     if (!json_is_array(faces))
         return bad(ps, "\"faces\" is not an array");
     size_t m = json_array_size(faces);
-    size_t dim = 0;
+    size_t dim = 0, crop_room = 0;
     for (size_t j = 0; j < m; j++) {
         const json_t *f = json_array_get(faces, j);
         if (!json_is_object(f))
@@ -186,9 +241,13 @@ static fw_err parse_faces(pstate *ps, const json_t *faces, bool want_emb, fw__it
                 return rc;
             dim = d;
         }
+        const json_t *cd = json_object_get(json_object_get(f, "crop"), "data");
+        if (json_is_string(cd))
+            crop_room += fw_base64_decoded_max(json_string_length(cd));
     }
-    if (!alloc_faces(&o->res, m, dim))
+    if (!alloc_faces(&o->res, m, dim, crop_room))
         return fw_error_set(ps->err, FW_ERR_NOMEM, "out of memory reading a worker response");
+    uint8_t *crop_block = m ? (uint8_t *)((float *)(o->res.faces + m) + m * dim) : NULL;
     for (size_t j = 0; j < m; j++) {
         const json_t *f = json_array_get(faces, j);
         fw_face *face = &o->res.faces[j];
@@ -212,6 +271,15 @@ static fw_err parse_faces(pstate *ps, const json_t *faces, bool want_emb, fw__it
                     return bad(ps, "\"landmarks\" is not 5 points");
             }
         }
+        const json_t *q = json_object_get(f, "quality");
+        if (q && !json_is_null(q)) {
+            if (!parse_quality(q, &face->quality))
+                return bad(ps, "invalid \"quality\"");
+            face->has_quality = true;
+        }
+        const json_t *crop = json_object_get(f, "crop");
+        if (crop && !json_is_null(crop) && !parse_crop(crop, &face->crop, &crop_block, &crop_room))
+            return bad(ps, "invalid \"crop\"");
         const json_t *e = json_object_get(f, "embedding");
         if (!dim)
             continue;
@@ -249,7 +317,7 @@ static fw_err parse_entry(pstate *ps, const json_t *r, fw__resp_kind kind, fw__i
         fw_err rc = check_dim(ps, emb, &dim);
         if (rc)
             return rc;
-        if (!alloc_faces(&o->res, 1, dim))
+        if (!alloc_faces(&o->res, 1, dim, 0))
             return fw_error_set(ps->err, FW_ERR_NOMEM, "out of memory reading a worker response");
         fw_face *f = &o->res.faces[0];
         f->bbox[2] = f->bbox[3] = (float)FW_ALIGNED_SIZE;

@@ -16,6 +16,7 @@
 #include "core/landmark.h"
 #include "core/pack.h"
 #include "core/preprocess.h"
+#include "core/quality.h"
 #include "util/log.h"
 
 #define DEFAULT_MAX_BATCH 64
@@ -101,6 +102,43 @@ void fw_analyze_opts_init(fw_analyze_opts *opts)
 {
     memset(opts, 0, sizeof *opts);
     opts->embed = true;
+    opts->quality = true;
+    fw_quality_preset("none", &opts->thresholds);
+    opts->quality_action = FW_QUALITY_ANNOTATE;
+    opts->crops = FW_CROP_NONE;
+    opts->face_margin = 0.2f;
+    opts->crop_format = FW_FORMAT_JPEG;
+    opts->crop_quality = 95;
+}
+
+fw_err fw_analyze_opts_validate(const fw_analyze_opts *o, fw_error *err)
+{
+    const fw_quality_thresholds *t = &o->thresholds;
+    const char *bad = NULL;
+    if (!isfinite(o->min_score) || o->min_score > 1)
+        bad = "min_score must be <= 1";
+    else if (o->max_faces < 0)
+        bad = "max_faces must be >= 0";
+    else if (!isfinite(o->min_face_size) || o->min_face_size < 0)
+        bad = "min_face_size must be >= 0";
+    else if (!isfinite(t->min_size) || t->min_size < 0 || !isfinite(t->min_sharpness) ||
+             t->min_sharpness < 0)
+        bad = "min_size and min_sharpness must be >= 0";
+    else if (!(t->max_yaw > 0 && t->max_yaw <= 90) || !(t->max_pitch > 0 && t->max_pitch <= 90))
+        bad = "max_yaw and max_pitch must be in (0, 90]";
+    else if (!(t->min_quality >= 0 && t->min_quality <= 1))
+        bad = "min_quality must be in [0, 1]";
+    else if (!(o->face_margin >= 0 && o->face_margin <= 2))
+        bad = "face_margin must be in [0, 2]";
+    else if (o->crop_quality < 1 || o->crop_quality > 100)
+        bad = "crop_quality must be in 1..100";
+    else if (o->crop_format != FW_FORMAT_JPEG && o->crop_format != FW_FORMAT_PNG)
+        bad = "crop_format must be JPEG or PNG";
+    else if ((unsigned)o->quality_action > FW_QUALITY_REJECT || (unsigned)o->crops > FW_CROP_BOX)
+        bad = "unknown quality_action or crops";
+    if (bad)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "options: %s", bad);
+    return FW_OK;
 }
 
 const char *fw_default_models_dir(void)
@@ -675,10 +713,25 @@ void fw_item_init_image(fw_item *it, const fw_image *img)
     it->src = img;
 }
 
+/* Frees the per-face quality, aligned crops and encoded crops of it. */
+static void item_clear_faces(fw_item *it)
+{
+    if (it->crops)
+        for (size_t k = 0; k < it->n_dets; k++)
+            free(it->crops[k].data);
+    free(it->crops);
+    free(it->quality);
+    free(it->aligned);
+    it->crops = NULL;
+    it->quality = NULL;
+    it->aligned = NULL;
+}
+
 void fw_item_clear(fw_item *it)
 {
     if (!it)
         return;
+    item_clear_faces(it);
     fw_image_free(it->img);
     free(it->dets);
     it->img = NULL;
@@ -841,7 +894,9 @@ static size_t filter_dets(fw_det *d, size_t n, const fw_analyze_opts *opts)
         if (w <= 1.0f || h <= 1.0f)
             continue;
         d[k++] = d[i];
-        if (opts->max_faces > 0 && (int)k >= opts->max_faces)
+        /* a quality filter picks its max_faces among the usable faces (fw_pipeline_quality) */
+        if (opts->max_faces > 0 && (int)k >= opts->max_faces &&
+            opts->quality_action == FW_QUALITY_ANNOTATE)
             break;
     }
     return k;
@@ -1125,42 +1180,69 @@ static double needed_scale(const fw_item *it)
     return need > 1.0 ? 1.0 : need;
 }
 
+/* The image to align it's faces from: the detection image, or a finer re-decode of the
+ * JPEG (*sharper, owned by the caller) when the detection image holds a face at under the
+ * template's size and the original has more pixels. */
+static const fw_image *align_source(fw_engine *eng, const fw_item *it, fw_image **sharper,
+                                    fw_stage_times *st)
+{
+    const fw_image *img = det_image(it);
+    *sharper = NULL;
+    double have = (double)img->width / (double)it->orig_w;
+    double need = needed_scale(it);
+    if (it->data && need > have + 1e-6) {
+        uint64_t t0 = now_ns();
+        fw_decode_opts opts = eng->decode;
+        opts.min_width = (int)ceil(need * it->orig_w);
+        opts.min_height = (int)ceil(need * it->orig_h);
+        fw_error e;
+        if (fw_image_decode(it->data, it->len, &opts, sharper, &e) == FW_OK)
+            img = *sharper;
+        STAGE_ADD(st, decode_ns, t0);
+    }
+    return img;
+}
+
+/* Warps face k of it (landmarks in original pixels) out of img into a 112x112 crop. */
+static void align_det(const fw_image *img, const fw_item *it, size_t k, uint8_t *crop)
+{
+    float sx = (float)img->width / (float)it->orig_w, sy = (float)img->height / (float)it->orig_h;
+    float lm[5][2];
+    for (int p = 0; p < 5; p++) {
+        lm[p][0] = it->dets[k].kps[p][0] * sx;
+        lm[p][1] = it->dets[k].kps[p][1] * sy;
+    }
+    fw_align_face(img, lm, crop);
+}
+
+#define ALIGNED_BYTES ((size_t)FW_ALIGNED_SIZE * FW_ALIGNED_SIZE * 3)
+
 fw_err fw_pipeline_embed_prepare(fw_engine *eng, fw_item *it, float *chw, fw_stage_times *st,
                                  fw_error *err)
 {
     if (it->status != FW_OK || it->n_dets == 0)
         return FW_OK;
     const fw_pack_model *emb = &eng->pack->embedder;
-    const fw_image *img = det_image(it);
-    fw_image *sharper = NULL;
-    double have = (double)img->width / (double)it->orig_w;
-    double need = needed_scale(it);
-    if (it->data && need > have + 1e-6) {
-        /* The faces are smaller than the template at this scale: decode again, finer. */
-        uint64_t t0 = now_ns();
-        fw_decode_opts opts = eng->decode;
-        opts.min_width = (int)ceil(need * it->orig_w);
-        opts.min_height = (int)ceil(need * it->orig_h);
-        fw_error e;
-        if (fw_image_decode(it->data, it->len, &opts, &sharper, &e) == FW_OK)
-            img = sharper;
-        STAGE_ADD(st, decode_ns, t0);
-    }
-    uint64_t t0 = now_ns();
-    float sx = (float)img->width / (float)it->orig_w, sy = (float)img->height / (float)it->orig_h;
     const size_t per = fw_pipeline_embed_input_size(eng);
+    if (it->aligned && emb->input_w == FW_ALIGNED_SIZE && emb->input_h == FW_ALIGNED_SIZE) {
+        /* fw_pipeline_quality aligned them already, from the same source image */
+        uint64_t t0 = now_ns();
+        for (size_t k = 0; k < it->n_dets; k++)
+            fw_pre_rgb_to_chw(it->aligned + k * ALIGNED_BYTES, emb->input_w, emb->input_h,
+                              emb->norm.mean, emb->norm.std, chw + k * per);
+        STAGE_ADD(st, preprocess_ns, t0);
+        return FW_OK;
+    }
+    fw_image *sharper = NULL;
+    const fw_image *img = align_source(eng, it, &sharper, st);
+    uint64_t t0 = now_ns();
     uint8_t *crop = malloc((size_t)emb->input_w * emb->input_h * 3);
     if (!crop) {
         fw_image_free(sharper);
         return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
     }
     for (size_t k = 0; k < it->n_dets; k++) {
-        float lm[5][2];
-        for (int p = 0; p < 5; p++) {
-            lm[p][0] = it->dets[k].kps[p][0] * sx;
-            lm[p][1] = it->dets[k].kps[p][1] * sy;
-        }
-        fw_align_face(img, lm, crop);
+        align_det(img, it, k, crop);
         fw_pre_rgb_to_chw(crop, emb->input_w, emb->input_h, emb->norm.mean, emb->norm.std,
                           chw + k * per);
     }
@@ -1168,6 +1250,163 @@ fw_err fw_pipeline_embed_prepare(fw_engine *eng, fw_item *it, float *chw, fw_sta
     fw_image_free(sharper);
     STAGE_ADD(st, preprocess_ns, t0);
     return FW_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* quality and crops                                                                    */
+
+/* Box crops larger than this on their longer side are scaled down (area average). */
+#define CROP_MAX_SIDE 1024
+
+bool fw_pipeline_wants_quality(const fw_analyze_opts *opts)
+{
+    return opts->quality || opts->quality_action != FW_QUALITY_ANNOTATE ||
+           opts->crops != FW_CROP_NONE;
+}
+
+/* The region of face d (original pixels) grown by margin, on img. */
+static int box_region(const fw_image *img, const fw_item *it, const fw_det *d, float margin,
+                      int r[4])
+{
+    float sx = (float)img->width / (float)it->orig_w, sy = (float)img->height / (float)it->orig_h;
+    const float b[4] = {d->box[0] * sx, d->box[1] * sy, d->box[2] * sx, d->box[3] * sy};
+    return fw_crop_region(b, margin, img->width, img->height, r);
+}
+
+static void measure_face(const fw_image *img, const fw_item *it, size_t k,
+                         const fw_analyze_opts *opts, fw_face_quality *q)
+{
+    const fw_det *d = &it->dets[k];
+    float w = d->box[2] - d->box[0], h = d->box[3] - d->box[1];
+    q->size = w < h ? w : h;
+    fw_pose_estimate((const float(*)[2])d->kps, &q->yaw, &q->pitch, &q->roll);
+    q->sharpness_aligned =
+        (float)fw_sharpness_rgb(it->aligned + k * ALIGNED_BYTES, (size_t)FW_ALIGNED_SIZE * 3, 0, 0,
+                                FW_ALIGNED_SIZE, FW_ALIGNED_SIZE);
+    int r[4];
+    q->sharpness_box = 0.0f;
+    if (box_region(img, it, d, opts->face_margin, r) == 0)
+        q->sharpness_box = (float)fw_sharpness_rgb(img->pixels, (size_t)img->width * 3, r[0], r[1],
+                                                   r[2] - r[0], r[3] - r[1]);
+    fw_quality_judge(q, &opts->thresholds);
+}
+
+/* Keeps the usable faces of it (at most max_faces), moving their per-face data along. */
+static void keep_usable(fw_item *it, int max_faces)
+{
+    size_t keep = 0;
+    for (size_t k = 0; k < it->n_dets; k++) {
+        if (!it->quality[k].usable)
+            continue;
+        if (max_faces > 0 && keep >= (size_t)max_faces)
+            break;
+        if (keep != k) {
+            it->dets[keep] = it->dets[k];
+            it->quality[keep] = it->quality[k];
+            if (it->aligned)
+                memcpy(it->aligned + keep * ALIGNED_BYTES, it->aligned + k * ALIGNED_BYTES,
+                       ALIGNED_BYTES);
+        }
+        keep++;
+    }
+    it->n_dets = keep;
+}
+
+static fw_err encode_crop(const fw_image *img, const fw_item *it, size_t k,
+                          const fw_analyze_opts *opts, fw_item_crop *out, fw_error *err)
+{
+    out->format = opts->crop_format;
+    if (opts->crops == FW_CROP_ALIGNED) {
+        out->width = out->height = FW_ALIGNED_SIZE;
+        return fw_encode_rgb(it->aligned + k * ALIGNED_BYTES, (size_t)FW_ALIGNED_SIZE * 3,
+                             FW_ALIGNED_SIZE, FW_ALIGNED_SIZE, opts->crop_format,
+                             opts->crop_quality, &out->data, &out->len, err);
+    }
+    int r[4];
+    if (box_region(img, it, &it->dets[k], opts->face_margin, r) != 0)
+        return fw_error_set(err, FW_ERR_INTERNAL, "face %zu has an empty box", k);
+    int w = r[2] - r[0], h = r[3] - r[1];
+    const size_t stride = (size_t)img->width * 3;
+    const uint8_t *src = img->pixels + (size_t)r[1] * stride + (size_t)r[0] * 3;
+    int longer = w > h ? w : h;
+    if (longer <= CROP_MAX_SIDE) {
+        out->width = w;
+        out->height = h;
+        return fw_encode_rgb(src, stride, w, h, opts->crop_format, opts->crop_quality, &out->data,
+                             &out->len, err);
+    }
+    int dw = (int)((int64_t)w * CROP_MAX_SIDE / longer),
+        dh = (int)((int64_t)h * CROP_MAX_SIDE / longer);
+    dw = dw < 1 ? 1 : dw;
+    dh = dh < 1 ? 1 : dh;
+    uint8_t *small = malloc((size_t)dw * dh * 3);
+    if (!small)
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    fw_resize_area(src, stride, w, h, small, dw, dh);
+    out->width = dw;
+    out->height = dh;
+    fw_err rc = fw_encode_rgb(small, (size_t)dw * 3, dw, dh, opts->crop_format, opts->crop_quality,
+                              &out->data, &out->len, err);
+    free(small);
+    return rc;
+}
+
+fw_err fw_pipeline_quality(fw_engine *eng, fw_item *it, const fw_analyze_opts *opts,
+                           fw_stage_times *st)
+{
+    if (it->quality_done || it->status != FW_OK || !fw_pipeline_wants_quality(opts))
+        return it->status;
+    it->quality_done = true;
+    const bool judge = opts->quality || opts->quality_action != FW_QUALITY_ANNOTATE;
+    if (it->n_dets == 0) {
+        if (opts->quality_action == FW_QUALITY_REJECT)
+            item_fail(it, FW_ERR_UNUSABLE_FACE, "no usable face: no face was found");
+        return it->status;
+    }
+    fw_image *sharper = NULL;
+    const fw_image *img = align_source(eng, it, &sharper, st);
+    uint64_t t0 = now_ns();
+    const size_t n = it->n_dets;
+    const bool aligned = judge || opts->crops == FW_CROP_ALIGNED;
+    it->quality = calloc(n, sizeof *it->quality);
+    it->aligned = aligned ? malloc(n * ALIGNED_BYTES) : NULL;
+    if (!it->quality || (aligned && !it->aligned)) {
+        fw_image_free(sharper);
+        item_clear_faces(it);
+        return item_fail(it, FW_ERR_NOMEM, "out of memory");
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (aligned)
+            align_det(img, it, k, it->aligned + k * ALIGNED_BYTES);
+        if (judge)
+            measure_face(img, it, k, opts, &it->quality[k]);
+    }
+    if (opts->quality_action != FW_QUALITY_ANNOTATE) {
+        fw_face_quality best = it->quality[0]; /* the detector's most confident face */
+        keep_usable(it, opts->max_faces);
+        if (it->n_dets == 0 && opts->quality_action == FW_QUALITY_REJECT) {
+            char why[FW_ERROR_MESSAGE_MAX - 64];
+            fw_quality_explain(&best, &opts->thresholds, why, sizeof why);
+            char msg[FW_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "no usable face: %zu found, the best fails %s", n, why);
+            item_fail(it, FW_ERR_UNUSABLE_FACE, msg);
+        }
+    }
+    STAGE_ADD(st, quality_ns, t0);
+    if (opts->crops != FW_CROP_NONE && it->status == FW_OK && it->n_dets) {
+        t0 = now_ns();
+        it->crops = calloc(it->n_dets, sizeof *it->crops);
+        fw_error e;
+        fw_error_clear(&e);
+        fw_err rc = it->crops ? FW_OK : fw_error_set(&e, FW_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; rc == FW_OK && k < it->n_dets; k++)
+            rc = encode_crop(img, it, k, opts, &it->crops[k], &e);
+        STAGE_ADD(st, crop_ns, t0);
+        if (rc)
+            item_fail(it, rc, e.message);
+    }
+    fw_image_free(sharper);
+    return it->status;
 }
 
 fw_err fw_pipeline_embed_run(fw_engine *eng, const float *chw, size_t m, float *out,
@@ -1218,6 +1457,10 @@ fw_err fw_pipeline_finish(const fw_engine *eng, const fw_item *it, const float *
     size_t bytes = it->n_dets * sizeof(fw_face);
     if (embeddings)
         bytes += it->n_dets * dim * sizeof(float);
+    size_t crop_bytes = 0;
+    for (size_t k = 0; it->crops && k < it->n_dets; k++)
+        crop_bytes += it->crops[k].len;
+    bytes += crop_bytes;
     res->faces = malloc(bytes);
     if (!res->faces) {
         res->status = FW_ERR_NOMEM;
@@ -1225,16 +1468,30 @@ fw_err fw_pipeline_finish(const fw_engine *eng, const fw_item *it, const float *
         return FW_ERR_NOMEM;
     }
     float *emb_block = (float *)(void *)(res->faces + it->n_dets);
+    uint8_t *crop_block = (uint8_t *)(emb_block + (embeddings ? it->n_dets * dim : 0));
     for (size_t k = 0; k < it->n_dets; k++) {
         fw_face *f = &res->faces[k];
         const fw_det *d = &it->dets[k];
+        memset(f, 0, sizeof *f);
         memcpy(f->bbox, d->box, sizeof f->bbox);
         f->score = d->score;
         memcpy(f->landmarks, d->kps, sizeof f->landmarks);
-        f->embedding = NULL;
         if (embeddings) {
             f->embedding = emb_block + k * dim;
             memcpy(f->embedding, embeddings + k * dim, dim * sizeof(float));
+        }
+        if (it->quality && it->quality_done) {
+            f->has_quality = true;
+            f->quality = it->quality[k];
+        }
+        if (it->crops && it->crops[k].data) {
+            memcpy(crop_block, it->crops[k].data, it->crops[k].len);
+            f->crop.format = it->crops[k].format;
+            f->crop.width = it->crops[k].width;
+            f->crop.height = it->crops[k].height;
+            f->crop.data = crop_block;
+            f->crop.len = it->crops[k].len;
+            crop_block += it->crops[k].len;
         }
     }
     res->n_faces = it->n_dets;
@@ -1267,6 +1524,8 @@ static fw_err analyze_items(fw_engine *eng, fw_item *items, size_t n, const fw_a
     rc = fw_pipeline_detect(eng, ptrs, n, opts, st, err);
     if (rc)
         goto done;
+    for (size_t i = 0; i < n; i++)
+        fw_pipeline_quality(eng, &items[i], opts, st); /* item errors stay in the item */
     size_t faces = 0;
     if (opts->embed)
         for (size_t i = 0; i < n; i++)

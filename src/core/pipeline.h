@@ -12,6 +12,7 @@
 #ifndef FW_CORE_PIPELINE_H
 #define FW_CORE_PIPELINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/detect.h"
@@ -22,10 +23,19 @@
  * caller passes one (benchmarks); may be shared by concurrent calls (atomic adds). */
 typedef struct fw_stage_times {
     _Atomic uint64_t decode_ns, preprocess_ns, inference_ns, postprocess_ns;
+    _Atomic uint64_t quality_ns, crop_ns; /* fw_pipeline_quality: measuring; encoding crops */
     _Atomic uint64_t images, faces, detector_runs, embedder_runs;
 } fw_stage_times;
 
-/* One image moving through the stages. Owns img, emb_img and dets. */
+/* An encoded crop of one face (fw_item.crops). */
+typedef struct fw_item_crop {
+    uint8_t *data; /* malloc'd, len bytes; NULL when none */
+    size_t len;
+    int width, height;
+    fw_image_format format;
+} fw_item_crop;
+
+/* One image moving through the stages. Owns img, dets and the per-face arrays. */
 typedef struct fw_item {
     const uint8_t *data; /* encoded bytes (not owned), kept for a sharper re-decode */
     size_t len;
@@ -34,6 +44,11 @@ typedef struct fw_item {
     int orig_w, orig_h;  /* full-resolution size, orientation applied */
     fw_det *dets;        /* faces in original-image pixels, sorted by score */
     size_t n_dets;
+    /* fw_pipeline_quality's output, n_dets entries each (NULL when not computed): */
+    fw_face_quality *quality;
+    uint8_t *aligned;    /* 112x112 RGB crops, n_dets * 112*112*3 bytes */
+    fw_item_crop *crops; /* encoded crops */
+    bool quality_done;   /* fw_pipeline_quality ran */
     fw_err status;
     char message[FW_ERROR_MESSAGE_MAX];
 } fw_item;
@@ -51,6 +66,20 @@ fw_err fw_pipeline_decode(fw_engine *eng, fw_item *it, fw_stage_times *st);
  * Returns an error only when a model run fails; then every item is marked failed. */
 fw_err fw_pipeline_detect(fw_engine *eng, fw_item *const *items, size_t n,
                           const fw_analyze_opts *opts, fw_stage_times *st, fw_error *err);
+
+/* Measures every face of it on the CPU (sharpness of the aligned and the box crop, pose
+ * from the landmarks, size), judges it under opts->thresholds, drops unusable faces for
+ * FILTER and REJECT (then applies max_faces; REJECT fails an item left without a face with
+ * FW_ERR_UNUSABLE_FACE, saying why), and encodes the crops opts asks for. The aligned crops
+ * it makes (from a finer re-decode when the detection image holds a face at under 112 px)
+ * are kept in it->aligned for fw_pipeline_embed_prepare. Runs once per item (quality_done);
+ * does nothing when opts asks for none of it. Errors (NOMEM, an encoder failure) go to
+ * it->status/message; the return value repeats the status. */
+fw_err fw_pipeline_quality(fw_engine *eng, fw_item *it, const fw_analyze_opts *opts,
+                           fw_stage_times *st);
+
+/* True when opts asks fw_pipeline_quality for anything. */
+bool fw_pipeline_wants_quality(const fw_analyze_opts *opts);
 
 /* Floats of embedder input per face. */
 size_t fw_pipeline_embed_input_size(const fw_engine *eng);

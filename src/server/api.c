@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +171,15 @@ static void options_defaults(fw_api_route route, fw_api_options *o)
     o->min_face_quality = 0.5f;
     o->require_face = false;
     o->crop_faces = false;
-    o->face_margin = 0.2f;
+    fw_analyze_opts a;
+    fw_analyze_opts_init(&a);
+    o->quality = a.quality;
+    o->thresholds = a.thresholds;
+    o->quality_action = a.quality_action;
+    o->crops = a.crops;
+    o->crop_format = a.crop_format;
+    o->crop_quality = a.crop_quality;
+    o->face_margin = a.face_margin;
 }
 
 static fw_err alloc_items(parse_ctx *c, size_t n)
@@ -274,14 +283,86 @@ static fw_err opt_bool(parse_ctx *c, json_t *v, const char *name, bool *out)
     return FW_OK;
 }
 
+/* One of names (a string option); *out gets its index. */
+static fw_err opt_choice(parse_ctx *c, json_t *v, const char *name, const char *const *names, int n,
+                         const char *expect, int *out)
+{
+    if (json_is_null(v))
+        return FW_OK;
+    const char *s = json_string_value(v);
+    for (int i = 0; s && i < n; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return FW_OK;
+        }
+    return api_fail(c->err, FW_ERR_PARSE, "option %s must be %s", name, expect);
+}
+
+/* quality_preset: a preset name, or an object of thresholds over the "none" preset. */
+static fw_err opt_preset(parse_ctx *c, json_t *v, fw_quality_thresholds *t, bool *named)
+{
+    *named = false;
+    if (json_is_null(v))
+        return FW_OK;
+    if (json_is_string(v)) {
+        if (fw_quality_preset(json_string_value(v), t) != FW_OK)
+            return api_fail(c->err, FW_ERR_PARSE,
+                            "option quality_preset must be \"none\", \"ingest\", \"enroll\", "
+                            "\"verify\", \"search\" or an object of thresholds");
+        *named = strcmp(json_string_value(v), "none") != 0;
+        return FW_OK;
+    }
+    if (!json_is_object(v))
+        return api_fail(c->err, FW_ERR_PARSE,
+                        "option quality_preset must be a preset name or an object");
+    fw_quality_preset("none", t);
+    static const struct {
+        const char *key;
+        size_t off;
+        double lo, hi;
+    } fields[] = {
+        {"min_size", offsetof(fw_quality_thresholds, min_size), 0, INFINITY},
+        {"min_sharpness", offsetof(fw_quality_thresholds, min_sharpness), 0, INFINITY},
+        {"max_yaw", offsetof(fw_quality_thresholds, max_yaw), 1, 90},
+        {"max_pitch", offsetof(fw_quality_thresholds, max_pitch), 1, 90},
+        {"min_quality", offsetof(fw_quality_thresholds, min_quality), 0, 1},
+    };
+    const char *key;
+    json_t *x;
+    json_object_foreach(v, key, x)
+    {
+        size_t i = 0;
+        while (i < sizeof fields / sizeof fields[0] && strcmp(key, fields[i].key) != 0)
+            i++;
+        if (i == sizeof fields / sizeof fields[0])
+            return api_fail(c->err, FW_ERR_PARSE,
+                            "option quality_preset: unknown threshold \"%.64s\" (min_size, "
+                            "min_sharpness, max_yaw, max_pitch, min_quality)",
+                            key);
+        char name[64];
+        snprintf(name, sizeof name, "quality_preset.%s", fields[i].key);
+        fw_err rc = opt_number(c, x, name, fields[i].lo, fields[i].hi,
+                               (float *)(void *)((char *)t + fields[i].off));
+        if (rc)
+            return rc;
+    }
+    *named = true;
+    return FW_OK;
+}
+
 static fw_err parse_v1_options(parse_ctx *c, json_t *obj)
 {
     fw_api_options *o = &c->req->options;
     if (!json_is_object(obj))
         return api_fail(c->err, FW_ERR_PARSE, "options must be a JSON object");
+    static const char *const actions[] = {"annotate", "filter", "reject"};
+    static const char *const crops[] = {"none", "aligned", "box"};
+    static const char *const formats[] = {"jpeg", "png"};
     const char *key;
     json_t *v;
     fw_err rc = FW_OK;
+    bool preset = false;
+    int action = -1;
     json_object_foreach(obj, key, v)
     {
         if (strcmp(key, "min_score") == 0) {
@@ -312,10 +393,38 @@ static fw_err parse_v1_options(parse_ctx *c, json_t *obj)
                 return api_fail(c->err, FW_ERR_PARSE,
                                 "option embedding_format must be \"float\", \"base64-f32\" or "
                                 "\"base64-f16\"");
+        } else if (strcmp(key, "quality") == 0) {
+            rc = opt_bool(c, v, key, &o->quality);
+        } else if (strcmp(key, "quality_preset") == 0) {
+            rc = opt_preset(c, v, &o->thresholds, &preset);
+        } else if (strcmp(key, "quality_action") == 0) {
+            rc = opt_choice(c, v, key, actions, 3, "\"annotate\", \"filter\" or \"reject\"",
+                            &action);
+        } else if (strcmp(key, "crops") == 0) {
+            int m = (int)o->crops;
+            rc = opt_choice(c, v, key, crops, 3, "\"none\", \"aligned\" or \"box\"", &m);
+            o->crops = (fw_crop_mode)m;
+        } else if (strcmp(key, "crop_format") == 0) {
+            int f = o->crop_format == FW_FORMAT_PNG;
+            rc = opt_choice(c, v, key, formats, 2, "\"jpeg\" or \"png\"", &f);
+            o->crop_format = f ? FW_FORMAT_PNG : FW_FORMAT_JPEG;
+        } else if (strcmp(key, "crop_quality") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 100)
+                return api_fail(c->err, FW_ERR_PARSE,
+                                "option crop_quality must be an integer in [1, 100]");
+            o->crop_quality = (int)json_integer_value(v);
+        } else if (strcmp(key, "face_margin") == 0) {
+            rc = opt_number(c, v, key, 0.0, 2.0, &o->face_margin);
         }
         if (rc)
             return rc;
     }
+    if (action >= 0)
+        o->quality_action = (fw_quality_action)action;
+    else if (preset)
+        o->quality_action = FW_QUALITY_FILTER;
     return FW_OK;
 }
 
@@ -806,12 +915,28 @@ void fw_api_analyze_opts(const fw_api_request *req, fw_analyze_opts *opts)
     const fw_api_options *o = &req->options;
     if (req->route == FW_ROUTE_LEGACY_JSON || req->route == FW_ROUTE_LEGACY_MULTIPART) {
         opts->embed = true;
+        opts->quality = false; /* the legacy face record has exactly its six keys */
+        if (o->crop_faces) {
+            /* as the application cropped: the box grown by face_margin, JPEG quality 95 */
+            opts->crops = FW_CROP_BOX;
+            float m = o->face_margin;
+            opts->face_margin = !(m >= 0.0f) ? 0.0f : m > 2.0f ? 2.0f : m;
+        }
         return;
     }
     opts->min_score = o->min_score;
     opts->max_faces = o->max_faces;
     opts->min_face_size = o->min_face_size;
     opts->embed = o->embed;
+    if (req->route == FW_ROUTE_V1_EMBED)
+        return;
+    opts->quality = o->quality;
+    opts->thresholds = o->thresholds;
+    opts->quality_action = o->quality_action;
+    opts->crops = o->crops;
+    opts->face_margin = o->face_margin;
+    opts->crop_format = o->crop_format;
+    opts->crop_quality = o->crop_quality;
 }
 
 /* ======================================================================================== */
@@ -1185,6 +1310,64 @@ static const fw_result *item_result(const enc *e, const fw_result *results, size
     return r;
 }
 
+static void put_quality(fw_buf *b, const fw_face_quality *q)
+{
+    fw_buf_puts(b, "{\"score\":");
+    put_fixed(b, q->score, 4);
+    fw_buf_puts(b, q->usable ? ",\"usable\":true" : ",\"usable\":false");
+    fw_buf_puts(b, ",\"reasons\":[");
+    bool first = true;
+    for (unsigned bit = 1; bit < (1u << FW_QUALITY__REASONS); bit <<= 1) {
+        if (!(q->reasons & bit))
+            continue;
+        if (!first)
+            fw_buf_putc(b, ',');
+        first = false;
+        put_cstr(b, fw_quality_reason_name(bit));
+    }
+    fw_buf_puts(b, "],\"sharpness\":{\"aligned\":");
+    put_fixed(b, q->sharpness_aligned, 2);
+    fw_buf_puts(b, ",\"box\":");
+    put_fixed(b, q->sharpness_box, 2);
+    fw_buf_puts(b, "},\"yaw\":");
+    put_fixed(b, q->yaw, 2);
+    fw_buf_puts(b, ",\"pitch\":");
+    put_fixed(b, q->pitch, 2);
+    fw_buf_puts(b, ",\"roll\":");
+    put_fixed(b, q->roll, 2);
+    fw_buf_puts(b, ",\"size\":");
+    put_fixed(b, q->size, 2);
+    fw_buf_putc(b, '}');
+}
+
+/* The crop's bytes as a base64 JSON string. */
+static void put_base64(fw_buf *b, const uint8_t *data, size_t len)
+{
+    if (len >= SIZE_MAX / 4 * 3) {
+        b->failed = true;
+        return;
+    }
+    size_t n = fw_base64_encoded_len(len);
+    fw_buf_putc(b, '"');
+    if (!fw_buf_reserve(b, n))
+        return;
+    fw_base64_encode(data, len, b->data + b->len); /* its NUL fits the reserve */
+    b->len += n;
+    fw_buf_putc(b, '"');
+}
+
+static void put_crop(fw_buf *b, const fw_face_crop *c)
+{
+    fw_buf_puts(b, c->format == FW_FORMAT_PNG ? "{\"format\":\"png\",\"width\":"
+                                              : "{\"format\":\"jpeg\",\"width\":");
+    put_size(b, (size_t)(c->width > 0 ? c->width : 0));
+    fw_buf_puts(b, ",\"height\":");
+    put_size(b, (size_t)(c->height > 0 ? c->height : 0));
+    fw_buf_puts(b, ",\"data\":");
+    put_base64(b, c->data, c->len);
+    fw_buf_putc(b, '}');
+}
+
 static void put_v1_faces(enc *e, const fw_result *r)
 {
     const fw_api_options *o = &e->req->options;
@@ -1203,6 +1386,14 @@ static void put_v1_faces(enc *e, const fw_result *r)
         if (emb && f->embedding) {
             fw_buf_puts(&e->b, ",\"embedding\":");
             put_embedding(e, f->embedding, o->embedding_format);
+        }
+        if (f->has_quality) {
+            fw_buf_puts(&e->b, ",\"quality\":");
+            put_quality(&e->b, &f->quality);
+        }
+        if (f->crop.data) {
+            fw_buf_puts(&e->b, ",\"crop\":");
+            put_crop(&e->b, &f->crop);
         }
         fw_buf_putc(&e->b, '}');
     }
@@ -1275,7 +1466,12 @@ static void put_legacy_faces(enc *e, const fw_result *results, size_t i)
             fw_buf_puts(&e->b, "null");
         fw_buf_puts(&e->b, ",\"quality\":");
         put_float(&e->b, f->score);
-        fw_buf_puts(&e->b, ",\"age\":null,\"gender\":null}");
+        fw_buf_puts(&e->b, ",\"age\":null,\"gender\":null");
+        if (f->crop.data) {
+            fw_buf_puts(&e->b, ",\"crop\":");
+            put_base64(&e->b, f->crop.data, f->crop.len);
+        }
+        fw_buf_putc(&e->b, '}');
     }
     fw_buf_putc(&e->b, ']');
 }

@@ -12,7 +12,13 @@
  *       min_score (number in [0,1]; 0 = detector default), max_faces (integer >= 0; 0 = all),
  *       min_face_size (number >= 0, pixels), embed (bool, default true; /v1/analyze only),
  *       landmarks (bool, default true), embedding_format ("float" | "base64-f32" |
- *       "base64-f16", default "float").
+ *       "base64-f16", default "float"); quality (bool, default true: a "quality" object per
+ *       face), quality_preset ("none" | "ingest" | "enroll" | "verify" | "search", or an
+ *       object {min_size, min_sharpness, max_yaw, max_pitch, min_quality} whose missing keys
+ *       keep the "none" values), quality_action ("annotate" | "filter" | "reject"; default
+ *       "filter" with a preset other than "none"), crops ("none" | "aligned" | "box"),
+ *       face_margin (number in [0, 2], default 0.2), crop_format ("jpeg" | "png"),
+ *       crop_quality (integer 1..100, default 95). docs/quality.md has the definitions.
  *     /v1/embed items are pre-aligned 112x112 face crops (JPEG/PNG/WebP), parsed the same way.
  *
  *   POST /detect_faces_batch_multipart (legacy): multipart only. Repeated "images" file parts;
@@ -21,7 +27,9 @@
  *     "min_face_quality" (float text, default 0.5), "require_face", "crop_faces" (bool text:
  *     true/false/1/0/yes/no/on/off/t/f/y/n, any case), "face_margin" (float text): the last of
  *     repeated fields wins, empty text means the default (as FastAPI did), other parts are
- *     ignored.
+ *     ignored. crop_faces adds "crop" (base64 JPEG, quality 95, of the box grown by
+ *     face_margin, clamped to [0, 2]) to each face; otherwise a face record has exactly the
+ *     six keys of the old worker ("quality" stays the detector score).
  *
  *   POST /detect_faces_batch (legacy): JSON only. {"images":[{"data":"<base64>",
  *     "image_id"?: string|integer}], "min_face_quality"?, "require_face"?, "crop_faces"?,
@@ -102,11 +110,19 @@ typedef struct fw_api_options {
     bool embed;          /* compute embeddings: true for analyze and legacy, false for detect */
     bool landmarks;      /* include landmarks in v1 responses (default true) */
     fw_embedding_format embedding_format;
-    /* legacy (accepted and stored; only min_face_quality changes the response) */
+    /* per-face quality and crops (v1; legacy: crop_faces and face_margin) */
+    bool quality;                     /* "quality" (default true) */
+    fw_quality_thresholds thresholds; /* "quality_preset" (default "none") */
+    fw_quality_action quality_action; /* "quality_action" (default "filter" when a preset
+                                         other than "none" is given, else "annotate") */
+    fw_crop_mode crops;               /* "crops" (default "none"; legacy crop_faces: box) */
+    fw_image_format crop_format;      /* "crop_format" (default "jpeg") */
+    int crop_quality;                 /* "crop_quality" (default 95) */
+    float face_margin;                /* "face_margin" (default 0.2) */
+    /* legacy (accepted and stored) */
     float min_face_quality; /* default 0.5 */
     bool require_face;      /* default false */
     bool crop_faces;        /* default false */
-    float face_margin;      /* default 0.2 */
 } fw_api_options;
 
 typedef struct fw_api_item {

@@ -186,7 +186,8 @@ static void item_fail(bitem *x, fw_err code, const char *msg)
 static bool same_detect_opts(const fw_analyze_opts *a, const fw_analyze_opts *b)
 {
     return a->min_score == b->min_score && a->max_faces == b->max_faces &&
-           a->min_face_size == b->min_face_size;
+           a->min_face_size == b->min_face_size &&
+           (a->quality_action == FW_QUALITY_ANNOTATE) == (b->quality_action == FW_QUALITY_ANNOTATE);
 }
 
 static void mark_started(job *j, uint64_t t)
@@ -405,12 +406,22 @@ static bool alloc_faces(fw_batcher *b, bitem *x, size_t n)
     return true;
 }
 
+/* Quality, pose and crops of an item out of the detector (analyze and detect jobs). */
+static void step_quality(fw_batcher *b, bitem *x)
+{
+    fw_job_kind k = x->job->desc.kind;
+    if (k == FW_JOB_ANALYZE || k == FW_JOB_DETECT)
+        fw_pipeline_quality(b->eng, &x->it, &x->job->desc.opts, b->cfg.stage_times);
+}
+
 static bitem *step_prepare(fw_batcher *b, bitem *x)
 {
     fw_error e;
     fw_error_clear(&e);
-    if (abandoned(x)) {
-        /* failed above; skips alignment and the embedder */
+    if (!abandoned(x))
+        step_quality(b, x); /* may drop faces or fail the item */
+    if (x->it.status != FW_OK || x->it.n_dets == 0) {
+        /* failed, abandoned or left without a face: skips alignment and the embedder */
     } else if (!alloc_faces(b, x, x->it.n_dets)) {
         item_fail(x, FW_ERR_NOMEM, "out of memory");
     } else {
@@ -420,7 +431,7 @@ static bitem *step_prepare(fw_batcher *b, bitem *x)
     }
     /* the detection image is not needed any more */
     drop_image(b, x);
-    if (x->it.status != FW_OK) {
+    if (x->it.status != FW_OK || x->it.n_dets == 0) {
         finish_item(b, x);
         return NULL;
     }
@@ -494,6 +505,7 @@ static bitem *run_cpu_step(fw_batcher *b, bitem *x)
     case STEP_CROP:
         return step_crop(b, x);
     default:
+        step_quality(b, x); /* no-op after step_prepare or for an item that failed */
         finish_item(b, x);
         return NULL;
     }

@@ -22,6 +22,7 @@ static const char *const names[FW_ERR__COUNT] = {
     [FW_ERR_BUSY] = "busy",
     [FW_ERR_UNAVAILABLE] = "unavailable",
     [FW_ERR_AUTH] = "unauthorized",
+    [FW_ERR_UNUSABLE_FACE] = "unusable_face",
     [FW_ERR_INTERNAL] = "internal_error",
 };
 

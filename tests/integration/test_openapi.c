@@ -349,10 +349,23 @@ static void test_v1_fields(void **state)
     (void)state;
     size_t len;
     const uint8_t *d = fwt_photo(1, &len);
-    fwt_part parts[2] = {{"image", "good.jpg", "image/jpeg", d, len},
-                         {"image", "bad.jpg", "image/jpeg", "not an image", (size_t)-1}};
+    /* every option AnalyzeOptions lists, and every threshold QualityThresholds lists */
+    static const char *const options =
+        "{\"min_score\":0,\"max_faces\":0,\"min_face_size\":0,\"embed\":true,"
+        "\"landmarks\":true,\"embedding_format\":\"float\",\"quality\":true,"
+        "\"quality_preset\":{\"min_size\":32,\"min_sharpness\":10,\"max_yaw\":60,"
+        "\"max_pitch\":60,\"min_quality\":0.1},\"quality_action\":\"annotate\","
+        "\"crops\":\"box\",\"face_margin\":0.2,\"crop_format\":\"jpeg\",\"crop_quality\":90}";
+    json_t *opts = json_loads(options, 0, NULL);
+    assert_non_null(opts);
+    check_schema("AnalyzeOptions", opts);
+    check_schema("QualityThresholds", json_object_get(opts, "quality_preset"));
+    json_decref(opts);
+    fwt_part parts[3] = {{"image", "good.jpg", "image/jpeg", d, len},
+                         {"image", "bad.jpg", "image/jpeg", "not an image", (size_t)-1},
+                         {"options", NULL, NULL, options, (size_t)-1}};
     fwt_resp r;
-    fwt_post_parts(g_w, "/v1/analyze", parts, 2, FWT_H1, &r);
+    fwt_post_parts(g_w, "/v1/analyze", parts, 3, FWT_H1, &r);
     json_t *j = fwt_expect_json(&r, 200);
     fwt_resp_free(&r);
     check_schema("AnalyzeResponse", j);
@@ -360,7 +373,11 @@ static void test_v1_fields(void **state)
     check_schema("AnalyzeItem", json_array_get(res, 0));
     check_schema("ItemError", json_array_get(res, 1));
     check_schema("ErrorDetail", json_object_get(json_array_get(res, 1), "error"));
-    check_schema("Face", json_array_get(json_object_get(json_array_get(res, 0), "faces"), 0));
+    json_t *face = json_array_get(json_object_get(json_array_get(res, 0), "faces"), 0);
+    check_schema("Face", face);
+    check_schema("FaceQuality", json_object_get(face, "quality"));
+    check_schema("Sharpness", json_object_get(json_object_get(face, "quality"), "sharpness"));
+    check_schema("FaceCrop", json_object_get(face, "crop"));
     json_decref(j);
 
     size_t pl;
@@ -394,6 +411,18 @@ static void test_legacy_fields(void **state)
     json_t *faces = json_object_get(json_object_get(j, "results"), "abc");
     assert_true(json_array_size(faces) > 0);
     check_schema("LegacyFace", json_array_get(faces, 0));
+    json_decref(j);
+
+    fwt_part cropped[3] = {
+        {"images", "a.jpg", "image/jpeg", d, len},
+        {"image_hashes", NULL, NULL, "[{\"phash\":\"abc\",\"index\":0}]", (size_t)-1},
+        {"crop_faces", NULL, NULL, "true", (size_t)-1}};
+    fwt_post_parts(g_w, "/detect_faces_batch_multipart", cropped, 3, FWT_H1, &r);
+    j = fwt_expect_json(&r, 200);
+    fwt_resp_free(&r);
+    faces = json_object_get(json_object_get(j, "results"), "abc");
+    assert_true(json_array_size(faces) > 0);
+    check_schema("LegacyCroppedFace", json_array_get(faces, 0));
     json_decref(j);
 
     char *b64 = fwt_b64_encode(d, len);
