@@ -195,9 +195,12 @@ typedef struct preset {
 
 /* min size, min sharpness, max yaw, max pitch, min score (the application's presets) */
 static const preset PRESETS[] = {
-    {"none", {0.0f, 0.0f, 90.0f, 90.0f, 0.0f}},     {"ingest", {80.0f, 80.0f, 25.0f, 25.0f, 0.60f}},
-    {"enroll", {64.0f, 30.0f, 30.0f, 30.0f, 0.40f}}, {"enrol", {64.0f, 30.0f, 30.0f, 30.0f, 0.40f}},
-    {"verify", {80.0f, 60.0f, 25.0f, 25.0f, 0.55f}}, {"search", {32.0f, 30.0f, 45.0f, 45.0f, 0.30f}},
+    {"none", {0.0f, 0.0f, 90.0f, 90.0f, 0.0f}},
+    {"ingest", {80.0f, 80.0f, 25.0f, 25.0f, 0.60f}},
+    {"enroll", {64.0f, 30.0f, 30.0f, 30.0f, 0.40f}},
+    {"enrol", {64.0f, 30.0f, 30.0f, 30.0f, 0.40f}},
+    {"verify", {80.0f, 60.0f, 25.0f, 25.0f, 0.55f}},
+    {"search", {32.0f, 30.0f, 45.0f, 45.0f, 0.30f}},
 };
 
 fw_err fw_quality_preset(const char *name, fw_quality_thresholds *t)
@@ -325,8 +328,7 @@ int fw_crop_region(const float box[4], float margin, int w, int h, int region[4]
     return 0;
 }
 
-void fw_resize_area(const uint8_t *src, size_t stride, int sw, int sh, uint8_t *dst, int dw,
-                    int dh)
+void fw_resize_area(const uint8_t *src, size_t stride, int sw, int sh, uint8_t *dst, int dw, int dh)
 {
     for (int y = 0; y < dh; y++) {
         int ya = (int)((int64_t)y * sh / dh), yb = (int)((int64_t)(y + 1) * sh / dh);

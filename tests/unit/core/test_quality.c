@@ -305,9 +305,9 @@ static void test_encode_roundtrip(void **state)
     uint8_t *png = NULL, *jpg = NULL;
     size_t png_len = 0, jpg_len = 0;
     fw_error err;
-    assert_int_equal(fw_encode_rgb(big + 9 * 3, (size_t)stride, w, h, FW_FORMAT_PNG, 0, &png,
-                                   &png_len, &err),
-                     FW_OK);
+    assert_int_equal(
+        fw_encode_rgb(big + 9 * 3, (size_t)stride, w, h, FW_FORMAT_PNG, 0, &png, &png_len, &err),
+        FW_OK);
     fw_image *back = NULL;
     assert_int_equal(fw_image_decode(png, png_len, NULL, &back, &err), FW_OK);
     assert_int_equal(back->width, w);
