@@ -31,6 +31,12 @@ static fwt_worker *g_w, *g_b;
 static char g_wurl[96];    /* the worker's URL, kept after it is stopped */
 static json_t *g_ref;      /* the worker's /v1/analyze of k_photos (multipart, HTTP/1.1) */
 static json_t *g_ref_lgcy; /* the worker's /detect_faces_batch_multipart of k_photos */
+static json_t *g_ref_qual; /* the worker's /v1/analyze of k_photos with K_QUALITY_OPTIONS */
+
+/* A quality bar sample4 fails (per-item unusable_face) and the others pass, with crops. */
+#define K_QUALITY_OPTIONS                                                                          \
+    "{\"quality_preset\":{\"min_sharpness\":100,\"max_yaw\":45,\"max_pitch\":45},"                 \
+    "\"quality_action\":\"reject\",\"crops\":\"aligned\",\"crop_format\":\"png\"}"
 
 static const int k_photos[3] = {1, 4, 6}; /* 3, 4, 4 faces */
 static const char k_hashes[] = "[{\"phash\":\"ffd8a0c3e1b2\",\"index\":2},"
@@ -257,6 +263,53 @@ static int health_command(const char *url, char *out, size_t cap)
 /* ---------------------------------------------------------------------------------------- */
 /* setup                                                                                    */
 
+/* k_photos with K_QUALITY_OPTIONS to /v1/analyze. */
+static json_t *quality_request(const fwt_worker *t)
+{
+    fwt_part parts[4];
+    photo_parts(parts, "image");
+    parts[3] = (fwt_part){"options", NULL, NULL, K_QUALITY_OPTIONS, (size_t)-1};
+    return post_parts_200(t, "/v1/analyze", parts, 4, FWT_H2);
+}
+
+/* got and want: the same item errors, and faces with the same quality and crop bytes. */
+static void match_quality(const json_t *got, const json_t *want)
+{
+    const json_t *gr = json_object_get(got, "results"), *wr = json_object_get(want, "results");
+    assert_int_equal(json_array_size(gr), json_array_size(wr));
+    size_t errors = 0;
+    for (size_t i = 0; i < json_array_size(wr); i++) {
+        const json_t *g = json_array_get(gr, i), *w = json_array_get(wr, i);
+        const json_t *we = json_object_get(w, "error");
+        if (we) {
+            errors++;
+            const json_t *ge = json_object_get(g, "error");
+            assert_non_null(ge);
+            assert_string_equal(json_string_value(json_object_get(ge, "code")), "unusable_face");
+            assert_string_equal(json_string_value(json_object_get(ge, "message")),
+                                json_string_value(json_object_get(we, "message")));
+            continue;
+        }
+        const json_t *gf = json_object_get(g, "faces"), *wf = json_object_get(w, "faces");
+        assert_true(json_array_size(wf) > 0);
+        assert_int_equal(json_array_size(gf), json_array_size(wf));
+        for (size_t k = 0; k < json_array_size(wf); k++) {
+            const json_t *gq = json_object_get(json_array_get(gf, k), "quality");
+            const json_t *wq = json_object_get(json_array_get(wf, k), "quality");
+            static const char *const keys[] = {"score", "yaw", "pitch", "roll", "size"};
+            for (size_t q = 0; q < 5; q++)
+                assert_true(fabs(json_number_value(json_object_get(gq, keys[q])) -
+                                 json_number_value(json_object_get(wq, keys[q]))) < 0.011);
+            assert_true(json_is_true(json_object_get(gq, "usable")));
+            const json_t *gc = json_object_get(json_array_get(gf, k), "crop");
+            const json_t *wc = json_object_get(json_array_get(wf, k), "crop");
+            assert_string_equal(json_string_value(json_object_get(gc, "data")),
+                                json_string_value(json_object_get(wc, "data")));
+        }
+    }
+    assert_int_equal(errors, 1); /* sample4 */
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -279,6 +332,7 @@ static int setup(void **state)
     photo_parts(parts, "image");
     g_ref = post_parts_200(g_w, "/v1/analyze", parts, 3, FWT_H1);
     g_ref_lgcy = legacy_multipart(g_w);
+    g_ref_qual = quality_request(g_w);
     return 0;
 }
 
@@ -286,6 +340,7 @@ static int teardown(void **state)
 {
     json_decref(g_ref);
     json_decref(g_ref_lgcy);
+    json_decref(g_ref_qual);
     return fwt_teardown(state);
 }
 
@@ -344,6 +399,17 @@ static void test_v1_analyze_matches_worker(void **state)
     expect_all_origins(got, g_wurl, 3);
     json_decref(want);
     json_decref(got);
+}
+
+/* Quality options, the reject action and crops reach the worker through the backend and
+ * come back unchanged. */
+static void test_v1_quality_matches_worker(void **state)
+{
+    (void)state;
+    json_t *j = quality_request(g_b);
+    expect_all_origins(j, g_wurl, 3);
+    match_quality(j, g_ref_qual);
+    json_decref(j);
 }
 
 static void test_v1_detect_matches_worker(void **state)
@@ -678,6 +744,11 @@ static void test_worker_down_fallback_answers(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "provider")), FALLBACK);
     match_v1(j, g_ref, 0.5, 0.999);
     json_decref(j);
+    /* the fallback computes quality, rejects and crops as the worker did */
+    j = quality_request(g_b);
+    expect_all_origins(j, FALLBACK, 3);
+    match_quality(j, g_ref_qual);
+    json_decref(j);
 
     /* legacy: the same contract, gpu_used false */
     json_t *l = legacy_multipart(g_b);
@@ -731,6 +802,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_v1_analyze_matches_worker),
+        cmocka_unit_test(test_v1_quality_matches_worker),
         cmocka_unit_test(test_v1_detect_matches_worker),
         cmocka_unit_test(test_v1_embed_matches_worker),
         cmocka_unit_test(test_v1_bad_items_and_requests),

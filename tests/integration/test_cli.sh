@@ -103,3 +103,54 @@ import json, sys; r = json.load(sys.stdin)["results"][0]; assert len(r["faces"])
 "$fw" detect --min-face-size 100000 "$photos/sample5.jpg" | $py -c '
 import json, sys; r = json.load(sys.stdin)["results"][0]; assert r["faces"] == [], r' ||
   fail "--min-face-size"
+
+# quality: every face has its quality object; a preset filters; crops go to --crops-dir as
+# JPEG files of the box grown by the margin; compare refuses an image without a usable face
+"$fw" detect --quality-preset ingest --quality-action annotate "$photos/sample6.jpg" >q.json
+"$fw" detect --quality-preset ingest "$photos/sample6.jpg" >qf.json
+mkdir crops
+"$fw" detect --crops box --face-margin 0.2 --crops-dir crops "$photos/sample6.jpg" >qc.json
+$py - q.json qf.json qc.json crops <<'PY' || fail "quality output"
+import json, os, struct, sys
+q, qf, qc = (json.load(open(p))["results"][0] for p in sys.argv[1:4])
+faces = q["faces"]
+assert len(faces) == 4, faces
+for f in faces:
+    k = f["quality"]
+    assert set(k) == {"score", "usable", "reasons", "sharpness", "yaw", "pitch", "roll", "size"}, k
+    assert 0 < k["score"] <= 1 and k["usable"] == (k["reasons"] == []), k
+    assert k["sharpness"]["aligned"] > 0 and k["sharpness"]["box"] > 0, k
+assert any(not f["quality"]["usable"] for f in faces), "ingest passes every face of sample6"
+usable = [f["bbox"] for f in faces if f["quality"]["usable"]]
+assert [f["bbox"] for f in qf["faces"]] == usable, (qf["faces"], usable)
+for i, f in enumerate(qc["faces"]):
+    c = f["crop"]
+    path = os.path.join(sys.argv[4], "sample6_%d.jpg" % i)
+    assert c["path"].endswith("crops/sample6_%d.jpg" % i) and c["format"] == "jpeg", c
+    data = open(path, "rb").read()
+    assert data[:3] == b"\xff\xd8\xff", path
+    # the SOF0 frame header holds the height and width
+    sof = data.index(b"\xff\xc0")
+    h, w = struct.unpack(">HH", data[sof + 5:sof + 9])
+    x1, y1, x2, y2 = f["bbox"]
+    assert (w, h) == (c["width"], c["height"]), (w, h, c)
+    assert abs(w - min(1920, x2 + 0.2 * (x2 - x1)) + max(0, x1 - 0.2 * (x2 - x1))) <= 2, (w, f["bbox"])
+PY
+set +e
+"$fw" compare --quality-preset verify "$photos/sample2.jpg" "$photos/sample6.jpg" >out.json 2>err.txt
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "sample2.jpg: no usable face" err.txt && grep -q "sharpness" err.txt ||
+  fail "compare with an unusable face: rc=$rc $(cat err.txt)"
+"$fw" compare --quality-preset search "$photos/sample2.jpg" "$photos/sample6.jpg" >cq.json
+$py -c '
+import json, sys; d = json.load(open(sys.argv[1]))
+assert d["quality"]["a"]["usable"] and d["quality"]["b"]["usable"], d' cq.json ||
+  fail "compare --quality-preset search"
+set +e
+"$fw" detect --crops-dir crops "$photos/sample6.jpg" >/dev/null 2>err.txt; rc=$?
+[ $rc -eq 2 ] && grep -q "needs --crops" err.txt || fail "--crops-dir without --crops: rc=$rc"
+"$fw" detect --quality-preset strict "$photos/sample6.jpg" >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || fail "bad preset: rc=$rc"
+set -e
+echo "test_cli: all checks passed"

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <turbojpeg.h>
 
+#include "core/quality.h"
 #include "facework/facework.h"
 #include "facework/image.h"
 
@@ -596,6 +597,177 @@ static void test_embed_aligned_crops(void **state)
 
 /* ---------------------------------------------------------------------------------------- */
 
+/* POSTs the six photos to /v1/analyze with the options JSON; returns the parsed answer. */
+static json_t *analyze_photos(const char *options, fwt_proto proto, long status)
+{
+    fwt_part parts[7];
+    for (int i = 0; i < 6; i++) {
+        size_t len;
+        const uint8_t *d = fwt_photo(i + 1, &len);
+        parts[i] = (fwt_part){"image", "p.jpg", "image/jpeg", d, len};
+    }
+    parts[6] = (fwt_part){"options", NULL, NULL, options, (size_t)-1};
+    fwt_resp r;
+    fwt_post_parts(g_w, "/v1/analyze", parts, 7, proto, &r);
+    if (status != 200) {
+        fwt_expect_error(&r, status, "parse_error");
+        fwt_resp_free(&r);
+        return NULL;
+    }
+    json_t *j = fwt_expect_json(&r, 200);
+    fwt_resp_free(&r);
+    return j;
+}
+
+static double jnum(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_number(v))
+        fail_msg("\"%s\" is not a number", key);
+    return json_number_value(v);
+}
+
+/* Quality and box crops over HTTP/2: every face has its quality object; each PNG crop is the
+ * box grown by the margin, and its sharpness is the crop's own. */
+static void test_quality_and_crops(void **state)
+{
+    (void)state;
+    json_t *j = analyze_photos("{\"crops\":\"box\",\"crop_format\":\"png\",\"face_margin\":0.1,"
+                               "\"embed\":false}",
+                               FWT_H2, 200);
+    json_t *res = json_object_get(j, "results");
+    size_t faces = 0;
+    for (int i = 0; i < 6; i++) {
+        json_t *item = json_array_get(res, (size_t)i);
+        int w = (int)jnum(item, "width"), h = (int)jnum(item, "height");
+        json_t *fl = json_object_get(item, "faces");
+        assert_int_equal(json_array_size(fl), fwt_photo_faces[i + 1]);
+        size_t k;
+        json_t *f;
+        json_array_foreach(fl, k, f)
+        {
+            faces++;
+            fwt_check_face(f, w, h, false);
+            json_t *q = json_object_get(f, "quality");
+            assert_true(json_is_object(q));
+            assert_true(json_is_true(json_object_get(q, "usable"))); /* no preset: all pass */
+            assert_int_equal(json_array_size(json_object_get(q, "reasons")), 0);
+            double score = jnum(q, "score");
+            assert_true(score > 0 && score <= 1);
+            assert_true(fabs(jnum(q, "yaw")) < 90 && fabs(jnum(q, "pitch")) < 90);
+            json_t *bb = json_object_get(f, "bbox");
+            double bw =
+                json_number_value(json_array_get(bb, 2)) - json_number_value(json_array_get(bb, 0));
+            double bh =
+                json_number_value(json_array_get(bb, 3)) - json_number_value(json_array_get(bb, 1));
+            assert_true(fabs(jnum(q, "size") - (bw < bh ? bw : bh)) < 0.02);
+            json_t *c = json_object_get(f, "crop");
+            assert_string_equal(json_string_value(json_object_get(c, "format")), "png");
+            size_t len;
+            uint8_t *png = fwt_b64_decode(json_string_value(json_object_get(c, "data")), &len);
+            assert_non_null(png);
+            fw_image *img = NULL;
+            assert_int_equal(fw_image_decode(png, len, NULL, &img, NULL), FW_OK);
+            assert_int_equal(img->width, (int)jnum(c, "width"));
+            assert_int_equal(img->height, (int)jnum(c, "height"));
+            /* the box grown by 10 % on each side, clipped (to a pixel: the JSON box has 2
+             * decimals) */
+            float box[4];
+            for (size_t b = 0; b < 4; b++)
+                box[b] = (float)json_number_value(json_array_get(bb, b));
+            int reg[4];
+            assert_int_equal(fw_crop_region(box, 0.1f, w, h, reg), 0);
+            assert_true(abs(img->width - (reg[2] - reg[0])) <= 1);
+            assert_true(abs(img->height - (reg[3] - reg[1])) <= 1);
+            /* box sharpness is measured on exactly these pixels */
+            double sh = fw_sharpness_rgb(img->pixels, (size_t)img->width * 3, 0, 0, img->width,
+                                         img->height);
+            assert_true(fabs(sh - jnum(json_object_get(q, "sharpness"), "box")) <= 0.01);
+            fw_image_free(img);
+            free(png);
+        }
+    }
+    assert_int_equal(faces, 22);
+    json_decref(j);
+}
+
+/* A preset with reject: images without a usable face are per-item unusable_face errors
+ * saying why, the others keep only their usable faces; a filter keeps every item. */
+static void test_quality_reject_and_filter(void **state)
+{
+    (void)state;
+    json_t *ann = analyze_photos("{\"quality_preset\":\"search\",\"quality_action\":\"annotate\"}",
+                                 FWT_H1, 200);
+    json_t *rej = analyze_photos("{\"quality_preset\":{\"min_sharpness\":100,\"max_yaw\":45,"
+                                 "\"max_pitch\":45},\"quality_action\":\"reject\"}",
+                                 FWT_H1, 200);
+    json_t *fil = analyze_photos("{\"quality_preset\":{\"min_sharpness\":100,\"max_yaw\":45,"
+                                 "\"max_pitch\":45}}",
+                                 FWT_H2, 200);
+    size_t errors = 0, kept = 0;
+    for (size_t i = 0; i < 6; i++) {
+        json_t *a = json_array_get(json_object_get(ann, "results"), i);
+        json_t *r = json_array_get(json_object_get(rej, "results"), i);
+        json_t *f = json_array_get(json_object_get(fil, "results"), i);
+        assert_non_null(json_object_get(f, "faces")); /* filter: never an item error */
+        size_t usable = 0, k;
+        json_t *face;
+        json_array_foreach(json_object_get(a, "faces"), k, face)
+        {
+            json_t *q = json_object_get(face, "quality");
+            double sharp = jnum(json_object_get(q, "sharpness"), "box");
+            if (sharp >= 100 && fabs(jnum(q, "yaw")) <= 45 && fabs(jnum(q, "pitch")) <= 45)
+                usable++;
+        }
+        assert_int_equal(json_array_size(json_object_get(f, "faces")), usable);
+        if (usable) {
+            kept++;
+            assert_int_equal(json_array_size(json_object_get(r, "faces")), usable);
+            json_array_foreach(json_object_get(r, "faces"), k, face)
+            {
+                assert_true(
+                    json_is_true(json_object_get(json_object_get(face, "quality"), "usable")));
+                assert_non_null(json_object_get(face, "embedding"));
+            }
+        } else {
+            errors++;
+            json_t *e = json_object_get(r, "error");
+            assert_string_equal(json_string_value(json_object_get(e, "code")), "unusable_face");
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            assert_non_null(strstr(msg, "no usable face"));
+            assert_non_null(strstr(msg, "sharpness"));
+        }
+    }
+    assert_true(errors > 0 && kept > 0); /* both paths ran */
+    json_decref(ann);
+    json_decref(rej);
+    json_decref(fil);
+}
+
+/* Bad quality options are 400 naming the option; the worker keeps serving. */
+static void test_quality_bad_options(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"quality_preset\":\"strict\"}",
+        "{\"quality_preset\":{\"max_yaw\":120}}",
+        "{\"quality_preset\":{\"min_blur\":3}}",
+        "{\"quality_preset\":7}",
+        "{\"quality_action\":\"drop\"}",
+        "{\"crops\":\"round\"}",
+        "{\"crops\":true}",
+        "{\"face_margin\":3}",
+        "{\"face_margin\":-0.1}",
+        "{\"crop_format\":\"webp\"}",
+        "{\"crop_quality\":0}",
+        "{\"crop_quality\":95.5}",
+        "{\"quality\":\"yes\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_null(analyze_photos(bad[i], i % 2 ? FWT_H2 : FWT_H1, 400));
+    json_decref(fwt_wait_healthy(g_w, 10));
+}
+
 static void test_not_found_and_method(void **state)
 {
     (void)state;
@@ -640,6 +812,9 @@ int main(void)
         cmocka_unit_test(test_detect_has_no_embeddings),
         cmocka_unit_test(test_embedding_formats),
         cmocka_unit_test(test_embed_aligned_crops),
+        cmocka_unit_test(test_quality_and_crops),
+        cmocka_unit_test(test_quality_reject_and_filter),
+        cmocka_unit_test(test_quality_bad_options),
         cmocka_unit_test(test_not_found_and_method),
         cmocka_unit_test(test_shutdown_clean),
     };

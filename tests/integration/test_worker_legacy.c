@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/quality.h"
+#include "facework/image.h"
+
 static fwt_worker *g_w;
 
 static int setup(void **state)
@@ -207,6 +210,78 @@ static void test_min_face_quality_filters(void **state)
     json_decref(hi);
 }
 
+/* crop_faces: each face gains "crop", a base64 JPEG of its box grown by face_margin (0.2 by
+ * default, as the application cropped); the six legacy keys stay; the JSON route too. */
+static void test_crop_faces(void **state)
+{
+    (void)state;
+    static const float margins[2] = {0.2f, 0.5f};
+    for (int m = 0; m < 2; m++) {
+        fwt_part extra[2] = {{"crop_faces", NULL, NULL, "true", (size_t)-1},
+                             {"face_margin", NULL, NULL, m ? "0.5" : "", (size_t)-1}};
+        fwt_resp r;
+        post_multipart(k_hashes, NULL, extra, 2, &r);
+        json_t *j = fwt_expect_json(&r, 200);
+        fwt_resp_free(&r);
+        check_legacy_top(j, true);
+        size_t crops = 0;
+        for (size_t i = 0; i < 3; i++) {
+            json_t *faces = json_object_get(json_object_get(j, "results"), k_keys[i]);
+            size_t len;
+            const uint8_t *photo = fwt_photo(k_photos[i], &len);
+            fw_image_info info;
+            assert_int_equal(fw_image_probe(photo, len, &info, NULL), FW_OK);
+            for (size_t f = 0; f < json_array_size(faces); f++) {
+                json_t *face = json_array_get(faces, f);
+                static const char *const keys[] = {"bbox", "landmarks", "embedding", "quality",
+                                                   "age",  "gender",    "crop"};
+                expect_keys(face, keys, 7, "legacy face with crop");
+                size_t n;
+                uint8_t *jpg = fwt_b64_decode(json_string_value(json_object_get(face, "crop")), &n);
+                assert_non_null(jpg);
+                fw_image *img = NULL;
+                fw_image_info ci;
+                assert_int_equal(fw_image_probe(jpg, n, &ci, NULL), FW_OK);
+                assert_int_equal(ci.format, FW_FORMAT_JPEG);
+                assert_int_equal(fw_image_decode(jpg, n, NULL, &img, NULL), FW_OK);
+                json_t *bb = json_object_get(face, "bbox");
+                float box[4];
+                for (size_t b = 0; b < 4; b++)
+                    box[b] = (float)json_number_value(json_array_get(bb, b));
+                int reg[4];
+                assert_int_equal(fw_crop_region(box, margins[m], info.width, info.height, reg), 0);
+                assert_true(abs(img->width - (reg[2] - reg[0])) <= 1);
+                assert_true(abs(img->height - (reg[3] - reg[1])) <= 1);
+                fw_image_free(img);
+                free(jpg);
+                crops++;
+            }
+        }
+        assert_int_equal(crops, 11);
+        json_decref(j);
+    }
+
+    /* the JSON route: crop_faces as a JSON bool */
+    size_t len;
+    const uint8_t *d = fwt_photo(1, &len);
+    char *b64 = fwt_b64_encode(d, len);
+    size_t cap = strlen(b64) + 128;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    snprintf(body, cap, "{\"images\":[{\"data\":\"%s\"}],\"crop_faces\":true}", b64);
+    fwt_resp r;
+    fwt_post(g_w, "/detect_faces_batch", "application/json", body, strlen(body), FWT_H1, &r);
+    json_t *j = fwt_expect_json(&r, 200);
+    fwt_resp_free(&r);
+    json_t *faces = json_array_get(json_object_get(j, "results"), 0);
+    assert_int_equal(json_array_size(faces), 3);
+    for (size_t f = 0; f < 3; f++)
+        assert_true(json_string_length(json_object_get(json_array_get(faces, f), "crop")) > 100);
+    json_decref(j);
+    free(body);
+    free(b64);
+}
+
 static void test_bad_image_hashes(void **state)
 {
     (void)state;
@@ -363,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_multipart_contract),
         cmocka_unit_test(test_phash_duplicates_and_default_index),
         cmocka_unit_test(test_min_face_quality_filters),
+        cmocka_unit_test(test_crop_faces),
         cmocka_unit_test(test_bad_image_hashes),
         cmocka_unit_test(test_wrong_media_types),
         cmocka_unit_test(test_json_route_positional),

@@ -153,8 +153,8 @@ static void test_rotation(void **state)
             for (size_t k = 0; k < orig.n_faces; k++) {
                 const fw_face *f = &orig.faces[k];
                 float x = (f->bbox[0] + f->bbox[2]) / 2, y = (f->bbox[1] + f->bbox[3]) / 2;
-                const fw_face *g =
-                    match(&r, M[0][0] * x + M[0][1] * y + M[0][2], M[1][0] * x + M[1][1] * y + M[1][2]);
+                const fw_face *g = match(&r, M[0][0] * x + M[0][1] * y + M[0][2],
+                                         M[1][0] * x + M[1][1] * y + M[1][2]);
                 if (!g || e.n == MAX_SAMPLES)
                     continue;
                 e.v[0][e.n] = g->quality.yaw - f->quality.yaw;
