@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "client/backoff.h"
 #include "client/response.h"
 #include "core/align.h"
@@ -78,6 +80,68 @@ static void test_real_analyze_base64(void **state)
     /* the same response with a different item count is rejected */
     assert_int_equal(fw__response_parse(body, len, FW__RESP_ANALYZE, 2, o, &err), FW_ERR_PARSE);
     assert_non_null(strstr(err.message, "3 results for 2 items"));
+    free(body);
+}
+
+/* Quality objects and crops as the worker writes them come back into fw_face. */
+static void test_real_quality_and_crops(void **state)
+{
+    (void)state;
+    size_t len;
+    char *body = load("analyze_quality.json", &len);
+    fw__item_out o[2];
+    fw_error err;
+    assert_int_equal(fw__response_parse(body, len, FW__RESP_ANALYZE, 2, o, &err), FW_OK);
+    assert_int_equal(o[0].res.n_faces, 3);
+    const fw_face *f = &o[0].res.faces[0];
+    assert_true(f->has_quality);
+    assert_true(fabsf(f->quality.score - 0.5421f) < 1e-6f);
+    assert_false(f->quality.usable);
+    assert_int_equal(f->quality.reasons, FW_QUALITY_BLURRY);
+    assert_true(fabsf(f->quality.sharpness_aligned - 292.86f) < 1e-3f);
+    assert_true(fabsf(f->quality.sharpness_box - 101.69f) < 1e-3f);
+    assert_true(fabsf(f->quality.yaw + 42.99f) < 1e-4f);
+    assert_true(fabsf(f->quality.roll + 8.16f) < 1e-4f);
+    assert_true(fabsf(f->quality.size - 182.21f) < 1e-3f);
+    for (size_t k = 0; k < 3; k++) {
+        const fw_face_crop *c = &o[0].res.faces[k].crop;
+        assert_int_equal(c->format, FW_FORMAT_JPEG);
+        assert_int_equal(c->width, 112);
+        fw_image *img = NULL;
+        assert_int_equal(fw_image_decode(c->data, c->len, NULL, &img, NULL), FW_OK);
+        assert_int_equal(img->width, 112);
+        assert_int_equal(img->height, 112);
+        fw_image_free(img);
+        assert_int_equal(fabsf(norm(o[0].res.faces[k].embedding, 512) - 1.0f) < 1e-4f, 1);
+    }
+    assert_int_equal(o[1].res.status, FW_ERR_UNSUPPORTED);
+    clear_out(o, 2);
+
+    /* damaged quality or crop objects are parse errors */
+    static const char *const bad[] = {
+        "\"quality\":{\"score\":\"high\"",
+        "\"quality\":{\"score\":0.5,\"usable\":1",
+        "\"crop\":{\"format\":\"gif\"",
+        "\"crop\":{\"format\":\"jpeg\",\"width\":-1",
+        "\"crop\":{\"format\":\"jpeg\",\"width\":1,\"height\":1,\"data\":\"@@@\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "{\"results\":[{\"index\":0,\"id\":\"0\",\"width\":10,\"height\":10,"
+                 "\"faces\":[{\"bbox\":[0,0,5,5],\"score\":0.9,%s}]}]}",
+                 bad[i]);
+        /* close what the fragment left open: the object it starts */
+        size_t n = strlen(doc);
+        if (!strstr(bad[i], "}"))
+            snprintf(doc + n - 5, sizeof doc - (n - 5), "}}]}]}");
+        json_t *valid = json_loads(doc, 0, NULL); /* damaged content, not damaged JSON */
+        assert_non_null(valid);
+        json_decref(valid);
+        fw__item_out x[1];
+        assert_int_equal(fw__response_parse(doc, strlen(doc), FW__RESP_ANALYZE, 1, x, &err),
+                         FW_ERR_PARSE);
+    }
     free(body);
 }
 
@@ -319,6 +383,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_analyze_base64),
+        cmocka_unit_test(test_real_quality_and_crops),
         cmocka_unit_test(test_real_float_and_detect),
         cmocka_unit_test(test_hand_written),
         cmocka_unit_test(test_structural_damage),

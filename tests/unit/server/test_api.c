@@ -920,6 +920,142 @@ static void check_v1_analyze(fw_api_route route, const char *options, bool landm
     fake_free(&fk);
 }
 
+/* Quality options: parsed strictly, mapped onto fw_analyze_opts; a named preset filters
+ * unless quality_action says otherwise; legacy crop_faces means box crops, JPEG 95. */
+static void test_quality_options(void **state)
+{
+    (void)state;
+    const fw_api_route R = FW_ROUTE_V1_ANALYZE;
+    fw_analyze_opts ao;
+    fw_api_request *req = json_ok(R, "{\"images\":[{\"data\":\"/9j/\"}]}");
+    fw_api_analyze_opts(req, &ao);
+    assert_true(ao.quality);
+    assert_int_equal(ao.quality_action, FW_QUALITY_ANNOTATE);
+    assert_int_equal(ao.crops, FW_CROP_NONE);
+    assert_true(ao.thresholds.max_yaw == 90 && ao.thresholds.min_size == 0);
+    fw_api_request_free(req);
+
+    req = json_ok(R, "{\"images\":[{\"data\":\"/9j/\"}],\"options\":{\"quality_preset\":"
+                     "\"ingest\",\"crops\":\"aligned\",\"crop_format\":\"png\",\"crop_quality\":"
+                     "80,\"face_margin\":0.5,\"quality\":false}}");
+    fw_api_analyze_opts(req, &ao);
+    assert_false(ao.quality);
+    assert_int_equal(ao.quality_action, FW_QUALITY_FILTER); /* a named preset filters */
+    assert_true(ao.thresholds.min_size == 80 && ao.thresholds.min_sharpness == 80);
+    assert_true(ao.thresholds.max_yaw == 25 && fabsf(ao.thresholds.min_quality - 0.6f) < 1e-6f);
+    assert_int_equal(ao.crops, FW_CROP_ALIGNED);
+    assert_int_equal(ao.crop_format, FW_FORMAT_PNG);
+    assert_int_equal(ao.crop_quality, 80);
+    assert_true(ao.face_margin == 0.5f);
+    assert_int_equal(fw_analyze_opts_validate(&ao, NULL), FW_OK);
+    fw_api_request_free(req);
+
+    req = json_ok(R, "{\"images\":[{\"data\":\"/9j/\"}],\"options\":{\"quality_action\":"
+                     "\"annotate\",\"quality_preset\":{\"max_yaw\":20,\"min_quality\":0.5}}}");
+    fw_api_analyze_opts(req, &ao);
+    assert_int_equal(ao.quality_action, FW_QUALITY_ANNOTATE); /* explicit wins */
+    assert_true(ao.thresholds.max_yaw == 20 && ao.thresholds.max_pitch == 90);
+    assert_true(ao.thresholds.min_quality == 0.5f && ao.thresholds.min_size == 0);
+    fw_api_request_free(req);
+    req = json_ok(R, "{\"images\":[{\"data\":\"/9j/\"}],\"options\":{\"quality_preset\":"
+                     "\"none\",\"quality_action\":\"reject\"}}");
+    fw_api_analyze_opts(req, &ao);
+    assert_int_equal(ao.quality_action, FW_QUALITY_REJECT);
+    fw_api_request_free(req);
+
+    static const struct {
+        const char *options, *msg;
+    } bad[] = {
+        {"{\"quality_preset\":\"lenient\"}", "quality_preset"},
+        {"{\"quality_preset\":[]}", "quality_preset"},
+        {"{\"quality_preset\":{\"max_pitch\":0}}", "quality_preset.max_pitch"},
+        {"{\"quality_preset\":{\"min_quality\":1.5}}", "quality_preset.min_quality"},
+        {"{\"quality_preset\":{\"yaw\":10}}", "unknown threshold"},
+        {"{\"quality_action\":1}", "quality_action"},
+        {"{\"crops\":\"face\"}", "crops"},
+        {"{\"crop_format\":\"gif\"}", "crop_format"},
+        {"{\"crop_quality\":101}", "crop_quality"},
+        {"{\"face_margin\":\"0.2\"}", "face_margin"},
+        {"{\"quality\":1}", "quality"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"images\":[{\"data\":\"/9j/\"}],\"options\":%s}",
+                 bad[i].options);
+        json_fails(R, body, 400, bad[i].msg);
+    }
+
+    /* legacy: crop_faces and face_margin (clamped), no quality object */
+    req = json_ok(FW_ROUTE_LEGACY_JSON,
+                  "{\"images\":[{\"data\":\"/9j/\"}],\"crop_faces\":\"yes\",\"face_margin\":5}");
+    fw_api_analyze_opts(req, &ao);
+    assert_int_equal(ao.crops, FW_CROP_BOX);
+    assert_int_equal(ao.crop_format, FW_FORMAT_JPEG);
+    assert_int_equal(ao.crop_quality, 95);
+    assert_true(ao.face_margin == 2.0f);
+    assert_false(ao.quality);
+    fw_api_request_free(req);
+    req = json_ok(FW_ROUTE_LEGACY_JSON, "{\"images\":[{\"data\":\"/9j/\"}]}");
+    fw_api_analyze_opts(req, &ao);
+    assert_int_equal(ao.crops, FW_CROP_NONE);
+    fw_api_request_free(req);
+}
+
+/* The quality object and the crop as the encoder writes them, v1 and legacy. */
+static void test_encode_quality_and_crop(void **state)
+{
+    (void)state;
+    static const uint8_t crop[5] = {0xff, 0xd8, 0xff, 0x00, 0x42};
+    fw_face face;
+    memset(&face, 0, sizeof face);
+    face.bbox[2] = face.bbox[3] = 100;
+    face.score = 0.9f;
+    face.has_quality = true;
+    face.quality = (fw_face_quality){.sharpness_aligned = 123.456f,
+                                     .sharpness_box = 45.5f,
+                                     .yaw = -31.25f,
+                                     .pitch = 4.5f,
+                                     .roll = 1.125f,
+                                     .size = 100,
+                                     .score = 0.61234f,
+                                     .usable = false,
+                                     .reasons = FW_QUALITY_YAW | FW_QUALITY_BLURRY};
+    face.crop = (fw_face_crop){FW_FORMAT_JPEG, 120, 140, crop, sizeof crop};
+    fw_result res = {.status = FW_OK, .width = 640, .height = 480, .n_faces = 1, .faces = &face};
+    fw_api_request *req = json_ok(FW_ROUTE_V1_DETECT, "{\"images\":[{\"data\":\"/9j/\"}]}");
+    json_t *j = encode(req, &res, DIM);
+    json_t *f = json_array_get(
+        json_object_get(json_array_get(json_object_get(j, "results"), 0), "faces"), 0);
+    json_t *q = json_object_get(f, "quality");
+    assert_true(fabs(num(q, "score") - 0.6123) < 1e-9);
+    assert_true(json_is_false(json_object_get(q, "usable")));
+    json_t *reasons = json_object_get(q, "reasons");
+    assert_int_equal(json_array_size(reasons), 2);
+    assert_string_equal(json_string_value(json_array_get(reasons, 0)), "sharpness");
+    assert_string_equal(json_string_value(json_array_get(reasons, 1)), "yaw");
+    assert_true(fabs(num(json_object_get(q, "sharpness"), "aligned") - 123.46) < 1e-9);
+    assert_true(fabs(num(json_object_get(q, "sharpness"), "box") - 45.5) < 1e-9);
+    assert_true(fabs(num(q, "yaw") + 31.25) < 1e-9 && fabs(num(q, "roll") - 1.13) < 1e-9);
+    json_t *c = json_object_get(f, "crop");
+    assert_string_equal(str(c, "format"), "jpeg");
+    assert_int_equal(num(c, "width"), 120);
+    assert_int_equal(num(c, "height"), 140);
+    assert_string_equal(str(c, "data"), "/9j/AEI=");
+    json_decref(j);
+    fw_api_request_free(req);
+
+    req = json_ok(FW_ROUTE_LEGACY_JSON, "{\"images\":[{\"data\":\"/9j/\"}],\"crop_faces\":true}");
+    static float emb[DIM];
+    face.embedding = emb;
+    j = encode(req, &res, DIM);
+    f = json_array_get(json_array_get(json_object_get(j, "results"), 0), 0);
+    assert_string_equal(str(f, "crop"), "/9j/AEI=");
+    assert_null(json_object_get(f, "face_quality")); /* the six legacy keys and the crop */
+    assert_int_equal(json_object_size(f), 7);
+    json_decref(j);
+    fw_api_request_free(req);
+}
+
 static void test_encode_v1_analyze(void **state)
 {
     (void)state;
@@ -1248,6 +1384,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_and_statuses),
         cmocka_unit_test(test_v1_json_good),
+        cmocka_unit_test(test_quality_options),
+        cmocka_unit_test(test_encode_quality_and_crop),
         cmocka_unit_test(test_v1_json_item_errors),
         cmocka_unit_test(test_v1_json_errors),
         cmocka_unit_test(test_limits_413_and_media_415),
