@@ -17,8 +17,11 @@
  * copied, another's runs). Images/s per B, each model's ms per run; the last line reads
  * "ceiling_best_img_per_s=N" for scripts.
  *
+ * --quality: what per-face quality and crops add: the pipeline with quality off, on, with box
+ * crops and with aligned crops, interleaved, per face (wall and CPU ms) and per stage.
+ *
  * usage: fw_bench [--models DIR] [--photos DIR] [--provider P] [--threads N] [--rounds R]
- *                 [--batch B] [--repeats N] [--max-batch N]
+ *                 [--batch B] [--repeats N] [--max-batch N] [--quality]
  *                 [--ceiling [--ceiling-batches 1,8,64] [--streams S] [--seconds T]]
  */
 #include <getopt.h>
@@ -187,8 +190,20 @@ static double bare_time(fw_engine *eng, captured *cap, int rounds, double *cpu)
     return now_s() - t0;
 }
 
+static double pipeline_time_opts(fw_engine *eng, const image_set *set, int rounds, int batch,
+                                 const fw_analyze_opts *opts, fw_stage_times *st, double *cpu,
+                                 size_t *faces);
+
 static double pipeline_time(fw_engine *eng, const image_set *set, int rounds, int batch,
                             fw_stage_times *st, double *cpu)
+{
+    return pipeline_time_opts(eng, set, rounds, batch, NULL, st, cpu, NULL);
+}
+
+/* The same with opts; *faces (when non-NULL) gets the faces returned per round. */
+static double pipeline_time_opts(fw_engine *eng, const image_set *set, int rounds, int batch,
+                                 const fw_analyze_opts *opts, fw_stage_times *st, double *cpu,
+                                 size_t *faces)
 {
     fw_result res[N_PHOTOS];
     fw_error e;
@@ -197,10 +212,13 @@ static double pipeline_time(fw_engine *eng, const image_set *set, int rounds, in
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < N_PHOTOS; i += batch) {
             int n = N_PHOTOS - i < batch ? N_PHOTOS - i : batch;
-            if (fw_pipeline_analyze(eng, set->blobs + i, (size_t)n, NULL, res, st, &e))
+            if (fw_pipeline_analyze(eng, set->blobs + i, (size_t)n, opts, res, st, &e))
                 die("analyze", &e);
-            for (int k = 0; k < n; k++)
+            for (int k = 0; k < n; k++) {
+                if (faces && r == 0)
+                    *faces += res[k].n_faces;
                 fw_result_clear(&res[k]);
+            }
         }
     *cpu = cpu_s() - c0;
     return now_s() - t0;
@@ -385,25 +403,80 @@ static int run_ceiling(fw_engine *eng, const image_set *set, const char *batches
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* --quality: what per-face quality and crops add to the pipeline                        */
+
+/* The pipeline with quality off, on (the default), and with box and aligned JPEG crops,
+ * interleaved `repeats` times on the same images; per face: median wall and CPU ms, the
+ * added share against quality off, and the quality and crop stage times. */
+static int run_quality(fw_engine *eng, const image_set *sets, int threads, int rounds, int repeats)
+{
+    enum { OFF, ON, BOX, ALIGNED, MODES };
+    static const char *const names[MODES] = {"quality off", "quality on (default)",
+                                             "quality + box crops (JPEG q95)",
+                                             "quality + aligned crops (JPEG q95)"};
+    fw_analyze_opts opts[MODES];
+    for (int m = 0; m < MODES; m++)
+        fw_analyze_opts_init(&opts[m]);
+    opts[OFF].quality = false;
+    opts[BOX].crops = FW_CROP_BOX;
+    opts[ALIGNED].crops = FW_CROP_ALIGNED;
+    if (repeats > 16)
+        repeats = 16;
+    printf("## per-face quality and crops (threads=%d rounds=%d x %d images, median of %d, "
+           "modes interleaved)\n\n",
+           threads, rounds, N_PHOTOS, repeats);
+    printf("| image set | mode | wall ms/face | CPU ms/face | added wall vs off | added CPU vs off "
+           "| quality stage ms/face | crop stage ms/face |\n|---|---|---|---|---|---|---|---|\n");
+    for (int s = 0; s < 2; s++) {
+        double wall[MODES][16], cpu[MODES][16], qs[MODES][16], cs[MODES][16];
+        size_t faces = 0;
+        double dummy;
+        pipeline_time_opts(eng, &sets[s], 1, 1, &opts[ON], NULL, &dummy, &faces); /* warm-up */
+        double per = (double)rounds * (double)faces;
+        for (int r = 0; r < repeats; r++)
+            for (int m = 0; m < MODES; m++) {
+                fw_stage_times st;
+                memset(&st, 0, sizeof st);
+                wall[m][r] =
+                    pipeline_time_opts(eng, &sets[s], rounds, 1, &opts[m], &st, &cpu[m][r], NULL) *
+                    1e3 / per;
+                cpu[m][r] *= 1e3 / per;
+                qs[m][r] = (double)atomic_load(&st.quality_ns) / 1e6 / per;
+                cs[m][r] = (double)atomic_load(&st.crop_ns) / 1e6 / per;
+            }
+        double med[MODES][4];
+        for (int m = 0; m < MODES; m++) {
+            double *v[4] = {wall[m], cpu[m], qs[m], cs[m]};
+            for (int k = 0; k < 4; k++) {
+                qsort(v[k], (size_t)repeats, sizeof(double), cmp_double);
+                med[m][k] = v[k][repeats / 2];
+            }
+        }
+        for (int m = 0; m < MODES; m++)
+            printf("| %s | %s | %.3f | %.3f | %+.1f%% | %+.1f%% | %.3f | %.3f |\n", sets[s].name,
+                   names[m], med[m][0], med[m][1], 100.0 * (med[m][0] - med[OFF][0]) / med[OFF][0],
+                   100.0 * (med[m][1] - med[OFF][1]) / med[OFF][1], med[m][2], med[m][3]);
+    }
+    printf("\nquality_goal=added CPU per face with quality on, crops off, under 3%% of the "
+           "pipeline's\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *models = NULL, *photos = NULL, *provider = "auto", *batches = "1,8,32,64";
     int threads = 1, rounds = 10, batch = 1, repeats = 5, ceiling = 0, streams = 2, max_batch = 64;
+    int quality = 0;
     double seconds = 3;
     static const struct option longopts[] = {
-        {"models", required_argument, 0, 'm'},
-        {"photos", required_argument, 0, 'p'},
-        {"threads", required_argument, 0, 't'},
-        {"rounds", required_argument, 0, 'r'},
-        {"batch", required_argument, 0, 'b'},
-        {"repeats", required_argument, 0, 'n'},
-        {"provider", required_argument, 0, 'P'},
-        {"max-batch", required_argument, 0, 'M'},
-        {"ceiling", no_argument, 0, 'C'},
-        {"ceiling-batches", required_argument, 0, 'B'},
-        {"streams", required_argument, 0, 'S'},
-        {"seconds", required_argument, 0, 's'},
-        {0, 0, 0, 0},
+        {"models", required_argument, 0, 'm'},   {"photos", required_argument, 0, 'p'},
+        {"threads", required_argument, 0, 't'},  {"rounds", required_argument, 0, 'r'},
+        {"batch", required_argument, 0, 'b'},    {"repeats", required_argument, 0, 'n'},
+        {"provider", required_argument, 0, 'P'}, {"max-batch", required_argument, 0, 'M'},
+        {"ceiling", no_argument, 0, 'C'},        {"ceiling-batches", required_argument, 0, 'B'},
+        {"streams", required_argument, 0, 'S'},  {"seconds", required_argument, 0, 's'},
+        {"quality", no_argument, 0, 'Q'},        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -444,6 +517,9 @@ int main(int argc, char **argv)
         case 's':
             seconds = atof(optarg);
             break;
+        case 'Q':
+            quality = 1;
+            break;
         default:
             return 2;
         }
@@ -470,6 +546,14 @@ int main(int argc, char **argv)
 
     image_set sets[2];
     load_sets(photos, &sets[0], &sets[1]);
+    if (quality) {
+        int rc = run_quality(eng, sets, threads, rounds, repeats);
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < N_PHOTOS; i++)
+                free(sets[s].owned[i]);
+        fw_engine_free(eng);
+        return rc;
+    }
     if (ceiling) {
         int rc = run_ceiling(eng, &sets[1], batches, streams, max_batch, seconds);
         for (int s = 0; s < 2; s++)

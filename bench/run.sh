@@ -16,6 +16,9 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
     "$build/fw_bench" --threads "$t" --rounds "${FW_BENCH_ROUNDS:-5}" --repeats "${FW_BENCH_REPEATS:-5}"
     echo
   done
+  "$build/fw_bench" --quality --threads 1 --rounds "${FW_BENCH_ROUNDS:-5}" \
+    --repeats "${FW_BENCH_REPEATS:-5}"
+  echo
   if [ -x "$build/fw_loadgen" ] && [ -f "$root/bench/worker.sh" ]; then
     bash "$root/bench/worker.sh" "$build"
   fi

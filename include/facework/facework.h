@@ -87,8 +87,8 @@ typedef struct fw_role_status {
 typedef struct fw_quality_thresholds {
     float min_size;      /* pixels, the box's shorter side */
     float min_sharpness; /* variance of the Laplacian of the box crop */
-    float max_yaw;       /* degrees, > 0 */
-    float max_pitch;     /* degrees, > 0 */
+    float max_yaw;       /* degrees, 1..90 */
+    float max_pitch;     /* degrees, 1..90 */
     float min_quality;   /* combined score in [0, 1] */
 } fw_quality_thresholds;
 
@@ -182,7 +182,7 @@ void fw_analyze_opts_init(fw_analyze_opts *opts);
 
 /* Checks that opts is in range: finite numbers, min_score <= 1, max_faces >= 0,
  * min_face_size >= 0, thresholds (min_size, min_sharpness >= 0; max_yaw, max_pitch in
- * (0, 90]; min_quality in [0, 1]), face_margin in [0, 2], crop_quality 1..100, crop_format
+ * [1, 90]; min_quality in [0, 1]), face_margin in [0, 2], crop_quality 1..100, crop_format
  * JPEG or PNG, known enum values. Returns FW_ERR_INVALID_ARGUMENT naming the first bad
  * field. */
 fw_err fw_analyze_opts_validate(const fw_analyze_opts *opts, fw_error *err);
@@ -195,9 +195,11 @@ fw_err fw_engine_new(const fw_engine_config *cfg, fw_engine **out, fw_error *err
 void fw_engine_free(fw_engine *eng);
 
 /* Decodes, detects and (when opts->embed) embeds n images, batching model runs across all
- * of them. results[0..n) are filled (caller clears each with fw_result_clear). Returns an
- * error only for a failure of the whole call (bad arguments, inference failure); a bad
- * image is reported in its own result. opts may be NULL. Thread-safe. */
+ * of them; measures, filters and crops faces as opts asks. results[0..n) are filled (caller
+ * clears each with fw_result_clear). Returns an error only for a failure of the whole call
+ * (bad arguments, options fw_analyze_opts_validate refuses, inference failure); a bad image
+ * or one rejected for want of a usable face is reported in its own result. opts may be
+ * NULL. Thread-safe. */
 fw_err fw_engine_analyze(fw_engine *eng, const fw_blob *inputs, size_t n,
                          const fw_analyze_opts *opts, fw_result *results, fw_error *err);
 

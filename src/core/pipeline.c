@@ -124,8 +124,8 @@ fw_err fw_analyze_opts_validate(const fw_analyze_opts *o, fw_error *err)
     else if (!isfinite(t->min_size) || t->min_size < 0 || !isfinite(t->min_sharpness) ||
              t->min_sharpness < 0)
         bad = "min_size and min_sharpness must be >= 0";
-    else if (!(t->max_yaw > 0 && t->max_yaw <= 90) || !(t->max_pitch > 0 && t->max_pitch <= 90))
-        bad = "max_yaw and max_pitch must be in (0, 90]";
+    else if (!(t->max_yaw >= 1 && t->max_yaw <= 90) || !(t->max_pitch >= 1 && t->max_pitch <= 90))
+        bad = "max_yaw and max_pitch must be in [1, 90]";
     else if (!(t->min_quality >= 0 && t->min_quality <= 1))
         bad = "min_quality must be in [0, 1]";
     else if (!(o->face_margin >= 0 && o->face_margin <= 2))
@@ -1509,7 +1509,14 @@ static fw_err analyze_items(fw_engine *eng, fw_item *items, size_t n, const fw_a
         fw_analyze_opts_init(&defaults);
         opts = &defaults;
     }
-    fw_err rc = FW_OK;
+    fw_err rc = fw_analyze_opts_validate(opts, err);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) {
+            fw_item_clear(&items[i]);
+            memset(&results[i], 0, sizeof results[i]);
+        }
+        return rc;
+    }
     fw_item **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     float *chw = NULL, *emb = NULL;
     fw_model *ehm = active_model(&eng->pack->embedder); /* owner of chw (pinned) */
