@@ -52,6 +52,19 @@ static void check_response(const fw_api_request *req, uint32_t salt)
             faces[i][k].score = k ? 0.3f : 0.9f;
             faces[i][k].bbox[2] = 10.0f * (float)i;
             faces[i][k].embedding = emb;
+            /* the quality object (NaN included) and a crop, on some faces */
+            if (salt & 4) {
+                static const uint8_t crop[7] = {0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a};
+                faces[i][k].has_quality = true;
+                faces[i][k].quality =
+                    (fw_face_quality){.sharpness_aligned = (salt & 8) ? NAN : 12.5f,
+                                      .sharpness_box = 3e38f,
+                                      .yaw = -45.0f,
+                                      .score = 0.5f,
+                                      .reasons = salt & 0x1f,
+                                      .usable = !(salt & 0x1f)};
+                faces[i][k].crop = (fw_face_crop){FW_FORMAT_PNG, 3, 2, crop, (salt >> 5) % 8};
+            }
         }
     }
     fw_api_response_info info = {.took_ms = 1.5,
