@@ -1319,6 +1319,12 @@ fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_t
     return run_plain(m, input, shape, count, outs, err);
 }
 
+/* Every WebGPU session of the process shares ORT's one WebGPU context (context id 0), whose
+ * command encoder is not safe for concurrent runs: two threads running WebGPU sessions at
+ * once fail with "CommandEncoder is already finished" and then crash inside ORT (seen on
+ * lavapipe with the worker's two model threads). So WebGPU runs are serialised here. */
+static pthread_mutex_t g_webgpu_run_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* Run with ORT allocating the outputs in CPU memory. */
 static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, size_t count,
                         fw_tensor *outs, fw_error *err)
@@ -1332,7 +1338,12 @@ static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, 
         return ort_fail(st, FW_ERR_INFERENCE, err, "input tensor");
     OrtValue *res[FW_MAX_OUTPUTS] = {0};
     const OrtValue *ins[1] = {in};
+    const int serial = m->provider == FW_PROVIDER_WEBGPU;
+    if (serial)
+        pthread_mutex_lock(&g_webgpu_run_mu);
     st = g_api->Run(m->session, NULL, m->in_names, ins, 1, m->out_names, info->n_outputs, res);
+    if (serial)
+        pthread_mutex_unlock(&g_webgpu_run_mu);
     g_api->ReleaseValue(in);
     fw_err rc = st ? ort_fail(st, FW_ERR_INFERENCE, err, "Run") : FW_OK;
     for (size_t i = 0; i < info->n_outputs; i++) {

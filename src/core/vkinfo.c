@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 typedef int32_t vk_result; /* VK_SUCCESS = 0; VK_INCOMPLETE = 5 */
 typedef void *vk_instance;
 typedef void *vk_physical_device;
@@ -43,7 +42,7 @@ typedef struct vk_physical_device_properties {
     uint32_t vendor_id;
     uint32_t device_id;
     int32_t device_type;
-    char device_name[256];          /* VK_MAX_PHYSICAL_DEVICE_NAME_SIZE */
+    char device_name[256];           /* VK_MAX_PHYSICAL_DEVICE_NAME_SIZE */
     uint8_t pipeline_cache_uuid[16]; /* VK_UUID_SIZE */
     _Alignas(8) unsigned char rest[4096];
 } vk_physical_device_properties;
@@ -131,7 +130,7 @@ static void read_devices(void)
         d->vendor_id = pr.vendor_id;
         d->device_id = pr.device_id;
         d->type = pr.device_type >= 0 && pr.device_type <= 4 ? (fw_vk_type)pr.device_type
-                                                              : FW_VK_TYPE_OTHER;
+                                                             : FW_VK_TYPE_OTHER;
         snprintf(d->api_version, sizeof d->api_version, "%u.%u.%u", (pr.api_version >> 22) & 0x7f,
                  (pr.api_version >> 12) & 0x3ff, pr.api_version & 0xfff);
     }
@@ -167,8 +166,8 @@ int fw_vk_preferred(const fw_vk_devices *list, bool low_power)
 {
     int best = -1;
     for (int i = 0; list && i < list->count; i++)
-        if (best < 0 || rank_of(list->dev[i].type, low_power) <
-                            rank_of(list->dev[best].type, low_power))
+        if (best < 0 ||
+            rank_of(list->dev[i].type, low_power) < rank_of(list->dev[best].type, low_power))
             best = i;
     return best;
 }

@@ -28,15 +28,15 @@ typedef enum fw_vk_type {
 } fw_vk_type;
 
 typedef struct fw_vk_device {
-    char name[256];      /* "AMD Radeon RX 7900 XTX (RADV NAVI31)", "llvmpipe (LLVM 19.1.7, 256 bits)" */
-    uint32_t vendor_id;  /* PCI vendor id (0x1002 AMD, 0x10de NVIDIA, 0x8086 Intel, ...) */
-    uint32_t device_id;  /* PCI device id */
-    fw_vk_type type;     /* Vulkan device type */
+    char name[256]; /* "AMD Radeon RX 7900 XTX (RADV NAVI31)", "llvmpipe (LLVM 19.1.7, 256 bits)" */
+    uint32_t vendor_id;   /* PCI vendor id (0x1002 AMD, 0x10de NVIDIA, 0x8086 Intel, ...) */
+    uint32_t device_id;   /* PCI device id */
+    fw_vk_type type;      /* Vulkan device type */
     char api_version[24]; /* "1.4.305" */
 } fw_vk_device;
 
 typedef struct fw_vk_devices {
-    bool loaded;         /* libvulkan.so.1 loaded and an instance was created */
+    bool loaded;                      /* libvulkan.so.1 loaded and an instance was created */
     char error[FW_ERROR_MESSAGE_MAX]; /* why not, or why no device was listed ("" when some) */
     int count;
     fw_vk_device dev[FW_VK_MAX_DEVICES]; /* in Vulkan's enumeration order */

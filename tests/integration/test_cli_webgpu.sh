@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `facework analyze --provider webgpu DIR` as a user runs it, on the host's Vulkan device (in
+# `make test`: Mesa's software device lavapipe, from `make webgpu-deps`): the six photos and
+# tests/data/images give the CPU's face counts and every embedding's cosine to the CPU's is
+# >= 0.999 (scripts/compare_analyze.py). `auto` never takes a software WebGPU device and
+# says why; bad WebGPU options are clear errors.
+set -euo pipefail
+fw=${FW_FACEWORK:?}
+photos=${FW_PHOTOS_DIR:?}
+py=/usr/bin/python3
+cmp="${FW_SOURCE_DIR:?}/scripts/compare_analyze.py"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if [ -n "${FW_TEST_WRAPPER:-}" ]; then
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$FW_TEST_WRAPPER" "$fw" >"$tmp/fw-wrapped"
+    chmod +x "$tmp/fw-wrapped"
+    fw=$tmp/fw-wrapped
+fi
+export FACEWORK_LOG_LEVEL=info
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cd "$tmp"
+
+mkdir imgs
+cp "$photos"/sample*.jpg "$FW_TEST_DATA"/images/*.jpg imgs/
+
+"$fw" analyze --provider cpu imgs >cpu.json 2>cpu.log || fail "cpu run: $(tail -3 cpu.log)"
+# batches of at most 4: the warm-up compiles the shaders for 1, 2 and 4, and every run is
+# padded to one of them
+"$fw" analyze --provider webgpu --max-batch 4 imgs >webgpu.json 2>webgpu.log ||
+    fail "webgpu run: $(tail -5 webgpu.log)"
+grep -q 'embedder=embedder/webgpu' webgpu.log || fail "the embedder did not run on webgpu"
+$py "$cmp" cpu.json webgpu.json --provider webgpu --min-cosine 0.999 ||
+    fail "webgpu differs from the cpu"
+n=$($py -c 'import json,sys; print(sum(len(r["faces"]) for r in json.load(open(sys.argv[1]))["results"]))' webgpu.json)
+[ "$n" -eq 22 ] || fail "expected the photos' 22 faces on webgpu, got $n"
+
+# auto: on a host whose only Vulkan device is a software one, the CPU, with the reason
+"$fw" models >models.json 2>auto.log
+if grep -q '"type": *"cpu"\|software Vulkan device' auto.log; then
+    grep -q 'provider=webgpu reason="only a software Vulkan device' auto.log || fail "no skip reason"
+    grep -q '"provider": *"webgpu"' models.json && fail "auto picked a software WebGPU device"
+fi
+
+# bad options: clear errors, no crash
+set +e
+"$fw" detect --provider webgpu --webgpu-backend metal "$photos/sample1.jpg" >/dev/null 2>err.txt
+rc=$?
+[ $rc -eq 1 ] && grep -q "unknown WebGPU backend 'metal'" err.txt || fail "bad backend: rc=$rc $(cat err.txt)"
+"$fw" detect --provider webgpu --webgpu-power fast "$photos/sample1.jpg" >/dev/null 2>err.txt
+rc=$?
+[ $rc -eq 1 ] && grep -q "unknown WebGPU power preference" err.txt || fail "bad power: rc=$rc"
+"$fw" detect --max-batch 0 "$photos/sample1.jpg" >/dev/null 2>err.txt
+rc=$?
+[ $rc -eq 2 ] || fail "bad --max-batch: rc=$rc"
+set -e
+echo "ok: webgpu matches the cpu on $n faces"
