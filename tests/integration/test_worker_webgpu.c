@@ -78,8 +78,8 @@ static const char *analyze_matches_cpu(const fwt_worker *w)
         json_t *item = json_array_get(res, (size_t)i);
         if (json_object_get(item, "error"))
             fail_msg("%s failed: %s", image_path(i), json_dumps(item, 0));
-        json_t *want = json_object_get(json_array_get(json_object_get(cpu[i], "results"), 0),
-                                       "faces");
+        json_t *want =
+            json_object_get(json_array_get(json_object_get(cpu[i], "results"), 0), "faces");
         json_t *got = json_object_get(item, "faces");
         assert_int_equal(json_array_size(got), json_array_size(want));
         if (i < 6)
@@ -95,9 +95,9 @@ static const char *analyze_matches_cpu(const fwt_worker *w)
 static void test_pipeline_on_webgpu(void **state)
 {
     (void)state;
-    static const char *const args[] = {"--provider",        "webgpu", "--max-batch", "4",
-                                       "--max-batch-faces", "4",      "--log-level", "info",
-                                       NULL};
+    static const char *const args[] = {
+        "--provider", "webgpu",      "--max-batch", "4", "--max-batch-faces",
+        "4",          "--log-level", "info",        NULL};
     fwt_worker *w = fwt_worker_start(args);
 
     json_t *h = fwt_wait_healthy(w, 30);
@@ -129,7 +129,8 @@ static void test_pipeline_on_webgpu(void **state)
     assert_true(json_is_object(gad));
     json_t *devs = json_object_get(wg, "vulkan_devices");
     assert_true(json_array_size(devs) >= 1);
-    json_t *picked = json_array_get(devs, (size_t)json_integer_value(json_object_get(gad, "index")));
+    json_t *picked =
+        json_array_get(devs, (size_t)json_integer_value(json_object_get(gad, "index")));
     assert_string_equal(str_at(picked, "name", NULL), str_at(gad, "name", NULL));
     json_t *faults = json_object_get(json_object_get(g, "faults"), "embedder");
     assert_int_equal(json_integer_value(json_object_get(faults, "failed_runs")), 0);

@@ -63,8 +63,8 @@ static void test_batch_bucket(void **state)
     (void)state;
     static const int64_t cases[][3] = {
         /* batch, max_batch, bucket */
-        {1, 64, 1},  {2, 64, 2},  {3, 64, 4},  {5, 64, 8},   {33, 64, 64}, {64, 64, 64},
-        {65, 64, 65}, {3, 4, 4},  {4, 4, 4},   {5, 4, 5},    {40, 48, 48}, {47, 48, 48},
+        {1, 64, 1},   {2, 64, 2},  {3, 64, 4}, {5, 64, 8}, {33, 64, 64}, {64, 64, 64},
+        {65, 64, 65}, {3, 4, 4},   {4, 4, 4},  {5, 4, 5},  {40, 48, 48}, {47, 48, 48},
         {49, 48, 49}, {17, 0, 32}, {1, 1, 1},  {2, 1, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -183,7 +183,8 @@ static void check_model(const char *file, float tol)
     assert_true(fw_model_on_device(mw));
     const fw_vk_devices *vk = fw_vk_devices_get();
     const int pick = fw_vk_preferred(vk, false);
-    assert_int_equal(fw_model_software_device(mw), pick >= 0 && vk->dev[pick].type == FW_VK_TYPE_CPU);
+    assert_int_equal(fw_model_software_device(mw),
+                     pick >= 0 && vk->dev[pick].type == FW_VK_TYPE_CPU);
     assert_false(fw_model_software_device(mc));
     const size_t per = per_item(mc);
     float *x = malloc(5 * per * sizeof *x);
@@ -280,12 +281,9 @@ static void test_concurrent_sessions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batch_bucket),
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_preferred_order),
-        cmocka_unit_test(test_host_devices),
-        cmocka_unit_test(test_auto_and_device_id),
-        cmocka_unit_test(test_padded_batches_match_cpu),
+        cmocka_unit_test(test_batch_bucket),        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_preferred_order),     cmocka_unit_test(test_host_devices),
+        cmocka_unit_test(test_auto_and_device_id),  cmocka_unit_test(test_padded_batches_match_cpu),
         cmocka_unit_test(test_concurrent_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
