@@ -5,19 +5,10 @@
 # >= 0.999, boxes within 1 px (scripts/gpu/summarize.py --compare, as on the GPU host). `auto` never takes a software WebGPU device and
 # says why; bad WebGPU options are clear errors.
 set -euo pipefail
-fw=${FW_FACEWORK:?}
-photos=${FW_PHOTOS_DIR:?}
-py=/usr/bin/python3
+# shellcheck source=tests/integration/cli-env.sh
+. "$(dirname "$0")/cli-env.sh"
 cmp="${FW_SOURCE_DIR:?}/scripts/gpu/summarize.py"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-if [ -n "${FW_TEST_WRAPPER:-}" ]; then
-    printf '#!/bin/sh\nexec %s %q "$@"\n' "$FW_TEST_WRAPPER" "$fw" >"$tmp/fw-wrapped"
-    chmod +x "$tmp/fw-wrapped"
-    fw=$tmp/fw-wrapped
-fi
 export FACEWORK_LOG_LEVEL=info
-fail() { echo "FAIL: $*" >&2; exit 1; }
 cd "$tmp"
 
 mkdir imgs

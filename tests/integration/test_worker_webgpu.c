@@ -19,25 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json_t *get_json(const fwt_worker *w, const char *path)
-{
-    fwt_resp r;
-    fwt_get(w, path, FWT_H1, &r);
-    json_t *j = fwt_expect_json(&r, 200);
-    fwt_resp_free(&r);
-    return j;
-}
-
-static const char *str_at(json_t *obj, const char *k1, const char *k2)
-{
-    json_t *v = json_object_get(obj, k1);
-    if (k2)
-        v = json_object_get(v, k2);
-    if (!json_is_string(v))
-        fail_msg("%s%s%s is not a string", k1, k2 ? "." : "", k2 ? k2 : "");
-    return json_string_value(v);
-}
-
 #define N_IMAGES 7
 
 /* The seven test images: sample1..6.jpg and odd_sampling.jpg (no face). */
@@ -66,7 +47,7 @@ static const char *analyze_matches_cpu(const fwt_worker *w)
         parts[i] = (fwt_part){"image", names[i], "image/jpeg", data[i], len};
         if (!cpu[i])
             cpu[i] = fwt_cli_analyze(image_path(i));
-        assert_string_equal(str_at(cpu[i], "provider", NULL), "cpu");
+        assert_string_equal(fwt_json_str(cpu[i], "provider", NULL), "cpu");
     }
     fwt_resp r;
     fwt_post_parts(w, "/v1/analyze", parts, N_IMAGES, FWT_H1, &r);
@@ -87,7 +68,7 @@ static const char *analyze_matches_cpu(const fwt_worker *w)
         fwt_match_faces(got, want, 1.0, 0.999);
         free(data[i]);
     }
-    snprintf(provider, sizeof provider, "%s", str_at(j, "provider", NULL));
+    snprintf(provider, sizeof provider, "%s", fwt_json_str(j, "provider", NULL));
     json_decref(j);
     return provider;
 }
@@ -101,13 +82,13 @@ static void test_pipeline_on_webgpu(void **state)
     fwt_worker *w = fwt_worker_start(args);
 
     json_t *h = fwt_wait_healthy(w, 30);
-    assert_string_equal(str_at(h, "provider", NULL), "webgpu");
+    assert_string_equal(fwt_json_str(h, "provider", NULL), "webgpu");
     json_t *ad = json_object_get(h, "webgpu_adapter");
     assert_true(json_is_object(ad));
-    assert_true(strlen(str_at(ad, "name", NULL)) > 0);
-    assert_true(strlen(str_at(ad, "vendor", NULL)) > 0);
-    assert_string_equal(str_at(ad, "api", NULL), "vulkan");
-    const bool software = !strcmp(str_at(ad, "type", NULL), "cpu");
+    assert_true(strlen(fwt_json_str(ad, "name", NULL)) > 0);
+    assert_true(strlen(fwt_json_str(ad, "vendor", NULL)) > 0);
+    assert_string_equal(fwt_json_str(ad, "api", NULL), "vulkan");
+    const bool software = !strcmp(fwt_json_str(ad, "type", NULL), "cpu");
     assert_true(json_is_boolean(json_object_get(ad, "software")));
     assert_int_equal(json_is_true(json_object_get(ad, "software")), software);
     /* a software device is no GPU; a real adapter is */
@@ -116,29 +97,30 @@ static void test_pipeline_on_webgpu(void **state)
 
     assert_string_equal(analyze_matches_cpu(w), "webgpu");
 
-    json_t *g = get_json(w, "/gpu_info");
+    json_t *g = fwt_get_json(w, "/gpu_info", 200);
     for (int r = 0; r < 3; r++) {
         static const char *const roles[] = {"detector", "landmarks", "embedder"};
-        assert_string_equal(str_at(g, "active_providers", roles[r]), "webgpu");
+        assert_string_equal(fwt_json_str(g, "active_providers", roles[r]), "webgpu");
     }
     json_t *wg = json_object_get(g, "webgpu");
     assert_true(json_is_true(json_object_get(wg, "in_use")));
-    assert_string_equal(str_at(wg, "power_preference", NULL), "high-performance");
-    assert_string_equal(str_at(wg, "backend", NULL), "default");
+    assert_string_equal(fwt_json_str(wg, "power_preference", NULL), "high-performance");
+    assert_string_equal(fwt_json_str(wg, "backend", NULL), "default");
     json_t *gad = json_object_get(wg, "adapter");
     assert_true(json_is_object(gad));
     json_t *devs = json_object_get(wg, "vulkan_devices");
     assert_true(json_array_size(devs) >= 1);
     json_t *picked =
         json_array_get(devs, (size_t)json_integer_value(json_object_get(gad, "index")));
-    assert_string_equal(str_at(picked, "name", NULL), str_at(gad, "name", NULL));
+    assert_string_equal(fwt_json_str(picked, "name", NULL), fwt_json_str(gad, "name", NULL));
     json_t *faults = json_object_get(json_object_get(g, "faults"), "embedder");
     assert_int_equal(json_integer_value(json_object_get(faults, "failed_runs")), 0);
     char series[512];
     snprintf(series, sizeof series,
              "facework_webgpu_adapter_info{name=\"%s\",vendor=\"%s\",type=\"%s\","
              "backend=\"vulkan\"}",
-             str_at(gad, "name", NULL), str_at(gad, "vendor", NULL), str_at(gad, "type", NULL));
+             fwt_json_str(gad, "name", NULL), fwt_json_str(gad, "vendor", NULL),
+             fwt_json_str(gad, "type", NULL));
     json_decref(g);
 
     fwt_resp r;
@@ -173,27 +155,27 @@ static void test_webgpu_faults_and_placement(void **state)
                                        "--max-batch-faces", "4",      NULL};
     fwt_worker_opts o = {.env = env, .args = args};
     fwt_worker *w = fwt_worker_start_opts(&o);
-    json_t *g = get_json(w, "/gpu_info");
-    assert_string_equal(str_at(g, "active_providers", "detector"), "cpu");
-    assert_string_equal(str_at(g, "active_providers", "landmarks"), "cpu");
-    assert_string_equal(str_at(g, "active_providers", "embedder"), "webgpu");
+    json_t *g = fwt_get_json(w, "/gpu_info", 200);
+    assert_string_equal(fwt_json_str(g, "active_providers", "detector"), "cpu");
+    assert_string_equal(fwt_json_str(g, "active_providers", "landmarks"), "cpu");
+    assert_string_equal(fwt_json_str(g, "active_providers", "embedder"), "webgpu");
     json_decref(g);
 
     /* every run of the embedder's WebGPU session fails: split, retried, moved to the CPU */
     assert_string_equal(analyze_matches_cpu(w), "cpu");
 
-    json_t *h = get_json(w, "/health");
-    assert_string_equal(str_at(h, "status", NULL), "healthy");
+    json_t *h = fwt_get_json(w, "/health", 200);
+    assert_string_equal(fwt_json_str(h, "status", NULL), "healthy");
     json_t *fb = json_object_get(h, "gpu_fallback");
     assert_int_equal(json_array_size(fb), 1);
     assert_string_equal(json_string_value(json_array_get(fb, 0)), "embedder");
     assert_true(json_is_null(json_object_get(h, "webgpu_adapter"))); /* no role on it now */
     assert_true(json_is_false(json_object_get(h, "gpu_available")));
     json_decref(h);
-    g = get_json(w, "/gpu_info");
+    g = fwt_get_json(w, "/gpu_info", 200);
     json_t *efb = json_object_get(json_object_get(g, "fallback"), "embedder");
-    assert_string_equal(str_at(efb, "from", NULL), "webgpu");
-    assert_non_null(strstr(str_at(efb, "reason", NULL), "injected fault"));
+    assert_string_equal(fwt_json_str(efb, "from", NULL), "webgpu");
+    assert_non_null(strstr(fwt_json_str(efb, "reason", NULL), "injected fault"));
     json_t *faults = json_object_get(json_object_get(g, "faults"), "embedder");
     assert_true(json_integer_value(json_object_get(faults, "split_batches")) >= 1);
     assert_true(json_is_false(json_object_get(json_object_get(g, "webgpu"), "in_use")));
