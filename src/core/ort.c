@@ -786,6 +786,8 @@ int fw_ort_webgpu_auto_ok(const fw_session_opts *opts, char *why, size_t cap)
                  opts->device_id);
         return 0;
     }
+    if (!fw_vk_gpu_hint(why, cap))
+        return 0;
     const fw_vk_devices *vk = fw_vk_devices_get();
     int i = fw_vk_preferred(vk, opts && opts->webgpu_low_power);
     if (i < 0) {

@@ -184,8 +184,9 @@ void fw_ort_preinit(void);
 int64_t fw_ort_batch_bucket(int64_t batch, int max_batch);
 
 /* Why AUTO would not use the WebGPU provider with these options on this host ("" when it
- * would try it): no Vulkan device, only a software (CPU-type) one, or a device_id other
- * than 0. Writes into why (cap bytes); returns 1 when WebGPU is usable by AUTO. */
+ * would try it): no GPU device node (Vulkan then not even loaded, fw_vk_gpu_hint), no
+ * Vulkan device, only a software (CPU-type) one, or a device_id other than 0. Writes into why (cap
+ * bytes); returns 1 when WebGPU is usable by AUTO. */
 int fw_ort_webgpu_auto_ok(const fw_session_opts *opts, char *why, size_t cap);
 
 /* The ORT library's version string ("1.29.0"). */

@@ -4,6 +4,7 @@
 #include "core/vkinfo.h"
 
 #include <dlfcn.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -143,6 +144,31 @@ const fw_vk_devices *fw_vk_devices_get(void)
 {
     pthread_once(&g_once, read_devices);
     return &g_list;
+}
+
+bool fw_vk_gpu_hint(char *why, size_t cap)
+{
+#ifdef __linux__
+    static const char *const patterns[] = {"/dev/dri/renderD*", "/dev/dri/card*",
+                                           "/sys/class/drm/card*", "/dev/nvidia[0-9]*"};
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+        glob_t g;
+        int rc = glob(patterns[i], 0, NULL, &g);
+        size_t n = rc == 0 ? g.gl_pathc : 0;
+        globfree(&g);
+        if (n > 0)
+            return true;
+    }
+    if (cap)
+        snprintf(why, cap,
+                 "no GPU device on this host (no /dev/dri, /sys/class/drm card or "
+                 "/dev/nvidia* node): Vulkan not probed");
+    return false;
+#else
+    (void)why;
+    (void)cap;
+    return true;
+#endif
 }
 
 /* Rank of a type in Dawn's adapter order (lower first). */

@@ -12,6 +12,7 @@
 #define FW_CORE_VKINFO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "facework/error.h"
@@ -46,6 +47,13 @@ typedef struct fw_vk_devices {
  * Never NULL; count is 0 with error set when the loader is missing, instance creation fails
  * or no device exists. Thread-safe. */
 const fw_vk_devices *fw_vk_devices_get(void);
+
+/* A cheap look, without loading Vulkan, for a GPU device on this host: on Linux a DRM node
+ * (/dev/dri/renderD*, /dev/dri/card*, /sys/class/drm/card*) or an NVIDIA one
+ * (/dev/nvidia0..). False (why says so) when there is none: AUTO then skips WebGPU without
+ * loading the Vulkan loader and drivers (lavapipe alone maps LLVM: about 40 MB of resident
+ * memory in every CPU process otherwise). True elsewhere than Linux (no such look). */
+bool fw_vk_gpu_hint(char *why, size_t cap);
 
 /* Index (into the list) of the device Dawn requests for the given power preference:
  * Dawn orders adapters by type, for high performance (low_power false) discrete, integrated,

@@ -356,10 +356,17 @@ json_t *fw_gpu_webgpu_adapter_json(const fw_gpu_monitor *mon, const fw_engine *e
 
 void fw_gpu_monitor_describe_webgpu(const fw_gpu_monitor *mon, const fw_engine *eng, json_t *obj)
 {
-    const fw_vk_devices *vk = fw_vk_devices_get();
+    /* Vulkan is read when WebGPU serves a role or the host has a GPU device; otherwise (a
+     * CPU worker on a CPU-only host) loading the Vulkan drivers would only cost memory. */
+    const bool in_use = webgpu_in_use(eng);
+    fw_vk_devices not_read;
+    memset(&not_read, 0, sizeof not_read);
+    const fw_vk_devices *vk = &not_read;
+    if (in_use || fw_vk_gpu_hint(not_read.error, sizeof not_read.error))
+        vk = fw_vk_devices_get();
     const bool low = mon && mon->webgpu_low_power;
     json_t *w = json_object();
-    json_object_set_new(w, "in_use", json_boolean(webgpu_in_use(eng)));
+    json_object_set_new(w, "in_use", json_boolean(in_use));
     json_object_set_new(w, "backend", json_string(mon ? mon->webgpu_backend : "default"));
     json_object_set_new(w, "power_preference", json_string(low ? "low-power" : "high-performance"));
     json_object_set_new(w, "adapter", adapter_json(mon, vk));

@@ -92,7 +92,8 @@ void fw_gpu_monitor_describe(fw_gpu_monitor *mon, const fw_engine *eng, json_t *
  * "power_preference", "adapter" (the Vulkan device Dawn picks by that preference: index,
  * name, vendor, vendor_id, device_id, type discrete|integrated|virtual|cpu|other,
  * vulkan_api, software, api; null when Vulkan lists none), "vulkan_devices" (all of them)
- * and "vulkan_error" (why none, else null). mon and eng may be NULL. Thread-safe. */
+ * and "vulkan_error" (why none, else null). Vulkan is read only when a role runs on WebGPU
+ * or fw_vk_gpu_hint finds a GPU device node. mon and eng may be NULL. Thread-safe. */
 void fw_gpu_monitor_describe_webgpu(const fw_gpu_monitor *mon, const fw_engine *eng, json_t *obj);
 
 /* /health's "webgpu_adapter": null unless a role of eng runs on WebGPU now; then the
