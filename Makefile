@@ -1,13 +1,14 @@
 # facework: thin wrappers around scripts/setup.sh, CMake and CTest.
 #   make run    set up everything, build, and run the worker on its defaults
-#   make test   set up everything, build (normal + ASan/UBSan), run the whole test suite
+#   make test   set up everything (with the WebGPU test device), build (normal + ASan/UBSan),
+#               run the whole test suite
 #   make bench  set up everything, build, run the benchmarks
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all setup gpu-deps build build-asan run test test-fast bench format format-check fuzz \
+.PHONY: all setup gpu-deps webgpu-deps build build-asan run test test-fast bench format format-check fuzz \
 	valgrind soak clean
 
 all: build
@@ -20,6 +21,12 @@ setup:
 # installed next to libonnxruntime.so.1. `FACEWORK_GPU=cuda make run` does the same.
 gpu-deps:
 	FACEWORK_GPU=cuda bash scripts/setup.sh
+
+# The WebGPU provider's test device: Mesa's software Vulkan driver (lavapipe, >= 25, from
+# Debian bookworm-backports on Debian 12, whose suite is added to apt then, said so) and the
+# Vulkan loader. `make test` runs it first: the WebGPU tests run on that device.
+webgpu-deps:
+	FACEWORK_GPU=webgpu bash scripts/setup.sh
 
 build: setup
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -35,7 +42,7 @@ run: build
 # Whole suite: the release build, then every test again under ASan+UBSan, then each
 # libFuzzer harness for a few seconds.
 FUZZ_SECONDS ?= 10
-test: build build-asan
+test: webgpu-deps build build-asan
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 	bash scripts/fuzz.sh --seconds $(FUZZ_SECONDS)

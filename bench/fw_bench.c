@@ -35,6 +35,7 @@
 #include <turbojpeg.h>
 
 #include "core/align.h"
+#include "core/vkinfo.h"
 #include "core/landmark.h"
 #include "core/pack.h"
 #include "core/pipeline.h"
@@ -49,6 +50,29 @@ typedef struct image_set {
     uint8_t *owned[N_PHOTOS];
     double megapixels;
 } image_set;
+
+/* When a role runs on WebGPU: a line naming its adapter (read from Vulkan), flagged when it
+ * is a software device, whose figures say nothing about a GPU's speed. */
+static void print_webgpu_device(const fw_engine *eng)
+{
+    int on = 0;
+    for (int r = 0; r < FW_ROLE__COUNT; r++)
+        on |= !strcmp(fw_engine_provider(eng, (fw_role)r), "webgpu");
+    if (!on)
+        return;
+    const fw_vk_devices *vk = fw_vk_devices_get();
+    const int i = fw_vk_preferred(vk, false);
+    if (i < 0) {
+        printf("webgpu adapter: unknown (%s)\n", vk->error);
+        return;
+    }
+    const char *vendor = fw_vk_vendor_name(vk->dev[i].vendor_id);
+    printf("webgpu adapter: %s (%s, %s, Vulkan %s)%s\n", vk->dev[i].name, vendor ? vendor : "?",
+           fw_vk_type_name(vk->dev[i].type), vk->dev[i].api_version,
+           vk->dev[i].type == FW_VK_TYPE_CPU
+               ? ": a SOFTWARE device (CPU emulation of a GPU): correctness cost, not GPU speed"
+               : "");
+}
 
 static double now_s(void)
 {
@@ -556,6 +580,7 @@ int main(int argc, char **argv)
     }
     if (ceiling) {
         int rc = run_ceiling(eng, &sets[1], batches, streams, max_batch, seconds);
+        print_webgpu_device(eng);
         for (int s = 0; s < 2; s++)
             for (int i = 0; i < N_PHOTOS; i++)
                 free(sets[s].owned[i]);
@@ -620,6 +645,7 @@ int main(int argc, char **argv)
     printf("\nproviders: detector=%s landmarks=%s embedder=%s\n",
            fw_engine_provider(eng, FW_ROLE_DETECTOR), fw_engine_provider(eng, FW_ROLE_LANDMARKS),
            fw_engine_provider(eng, FW_ROLE_EMBEDDER));
+    print_webgpu_device(eng);
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < N_PHOTOS; i++)
             free(sets[s].owned[i]);

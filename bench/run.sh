@@ -19,6 +19,10 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
   "$build/fw_bench" --quality --threads 1 --rounds "${FW_BENCH_ROUNDS:-5}" \
     --repeats "${FW_BENCH_REPEATS:-5}"
   echo
+  # FW_BENCH_WEBGPU=0 skips it (on lavapipe it takes about 2 minutes)
+  if [ "${FW_BENCH_WEBGPU:-1}" != 0 ]; then
+    bash "$root/bench/webgpu.sh" "$build"
+  fi
   if [ -x "$build/fw_loadgen" ] && [ -f "$root/bench/worker.sh" ]; then
     bash "$root/bench/worker.sh" "$build"
   fi

@@ -8,6 +8,8 @@
 # Extracted files are cached in $FACEWORK_CACHE (default ~/.cache/facework) so a second
 # run, or a fresh clone on the same machine, touches no network.
 # FACEWORK_GPU=cuda also fetches the CUDA/TensorRT execution providers.
+# FACEWORK_GPU=webgpu installs the Vulkan device the WebGPU provider's tests run on (Mesa's
+# software device, lavapipe, >= 25, and the Vulkan loader; see install_webgpu_device).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +43,52 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
 fi
+
+# --- 1b. WebGPU test device (FACEWORK_GPU=webgpu) ---------------------------------
+# ONNX Runtime's WebGPU provider (Dawn) needs a Vulkan driver. Mesa's lavapipe, a software
+# Vulkan device, is what `make test` runs the WebGPU tests on; Dawn refuses bookworm's own
+# Mesa 22.3 ("shaderUniform*ArrayDynamicIndexing required"), so on Debian 12 it comes from
+# bookworm-backports (Mesa 25). The backports suite is added to apt (a file of its own in
+# /etc/apt/sources.list.d, said so on stderr) only here, only when no source offers it yet;
+# only mesa-vulkan-drivers (and the Mesa libraries it must match) are taken from it.
+webgpu_mesa_min=25
+mesa_major() { # installed mesa-vulkan-drivers' major version, or 0
+  local v; v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
+  v=${v#*:}; echo "${v%%.*}" | grep -E '^[0-9]+$' || echo 0
+}
+install_webgpu_device() {
+  if [ "$(mesa_major)" -ge $webgpu_mesa_min ] &&
+    dpkg-query -W -f='${Status}' libvulkan1 2>/dev/null | grep -q "ok installed"; then
+    return 0
+  fi
+  local codename=""
+  [ -r /etc/os-release ] && codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  local suite_opt=()
+  if [ "$codename" = "bookworm" ]; then
+    local src=/etc/apt/sources.list.d/facework-bookworm-backports.sources
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      say "adding Debian's bookworm-backports suite to apt ($src): Mesa >= $webgpu_mesa_min for the WebGPU tests"
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+        'Suites: bookworm-backports' 'Components: main' \
+        'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' | $sudo_cmd tee "$src" >/dev/null
+    fi
+    suite_opt=(-t bookworm-backports)
+  fi
+  say "installing the WebGPU test device: mesa-vulkan-drivers (lavapipe) and libvulkan1${suite_opt[*]:+ from ${suite_opt[1]}}"
+  $sudo_cmd apt-get update -qq
+  local cand
+  cand=$(apt-cache policy mesa-vulkan-drivers |
+    awk '/Version table:/ {t = 1; next} t { v = ($1 == "***") ? $2 : $1; if (v !~ /^[0-9]+$/) print v }' |
+    sort -V | tail -n 1)
+  [ "${cand%%.*}" -ge $webgpu_mesa_min ] 2>/dev/null ||
+    die "no mesa-vulkan-drivers >= $webgpu_mesa_min reachable (apt-cache policy: ${cand:-none}); the WebGPU tests need it"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${suite_opt[@]}" mesa-vulkan-drivers libvulkan1 >/dev/null
+  [ "$(mesa_major)" -ge $webgpu_mesa_min ] ||
+    die "mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers) is older than $webgpu_mesa_min"
+  say "WebGPU test device: mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"
+}
+if [ "${FACEWORK_GPU:-}" = "webgpu" ]; then install_webgpu_device; fi
 
 # --- 2. pinned npm packages -------------------------------------------------------
 sha_ok() { # file expected-sha256

@@ -43,8 +43,8 @@ typedef enum fw_role {
 
 typedef struct fw_engine_config {
     const char *models_dir; /* NULL: FACEWORK_MODELS, else the pack installed by setup */
-    const char
-        *provider; /* auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino (NULL: auto) */
+    const char *provider; /* auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino|webgpu (NULL:
+                             auto) */
     /* Per-role provider overrides (NULL: use `provider`), e.g. detection on the CPU and
      * embedding on the GPU. */
     const char *role_provider[FW_ROLE__COUNT];
@@ -63,6 +63,10 @@ typedef struct fw_engine_config {
     const char *trt_cache_dir;    /* TensorRT engine and timing caches (kept across restarts);
                                      NULL: $FACEWORK_TRT_CACHE, else ~/.cache/facework/trt */
     bool trt_fp16;                /* let TensorRT use FP16 kernels */
+
+    /* WebGPU (Dawn picks the adapter; device_id must be 0 for it). */
+    const char *webgpu_backend; /* "vulkan", "d3d12" (NULL or "default": the platform's) */
+    const char *webgpu_power;   /* "high-performance" (NULL: default) or "low-power" */
 } fw_engine_config;
 
 /* Where a role runs and how its device has behaved (fw_engine_role_status). A model run that
@@ -71,6 +75,8 @@ typedef struct fw_engine_config {
 typedef struct fw_role_status {
     const char *provider;   /* serving now: "cpu", "cuda", ...; "none" when the pack lacks it */
     bool on_device;         /* served by an accelerator */
+    bool software_device;   /* ... that is a software one (WebGPU on a CPU-type Vulkan device
+                               such as lavapipe): no GPU for /health's gpu_available */
     bool fell_back;         /* moved to the CPU after device faults */
     char fallback_from[32]; /* the provider it left ("" unless fell_back) */
     char fallback_reason[FW_ERROR_MESSAGE_MAX]; /* the failure that moved it */

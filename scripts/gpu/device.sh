@@ -11,6 +11,11 @@
 #      (face counts, boxes within 1 px, embedding cosine >= 0.999);
 #   5. the bare-model ceiling on the GPU (fw_bench --ceiling, batches 1-64, 2 streams) and the
 #      in-process pipeline's stage split (fw_bench --provider cuda);
+#   5b. the WebGPU provider (Dawn on Vulkan) on the same GPU, beside CUDA: the host's
+#      Vulkan drivers (ICD files), the six photos compared with the CPU, the bare-model
+#      ceiling (fw_bench --ceiling --provider webgpu) and the in-process pipeline; a WebGPU
+#      that does not start (no Vulkan driver for the GPU in the image) is reported, and the
+#      run goes on (FW_DEVICE_WEBGPU=0 skips it);
 #   6. the worker on CUDA and fw_loadgen against it over HTTP/1.1: concurrency 1-256 x
 #      1/8/64 images per request on the 1440-px photos (1.4-1.7 MP JPEGs), images/s and
 #      p50/p95/p99, worker and client CPU, batch sizes; plus the same requests in-process;
@@ -21,7 +26,8 @@
 # Settings: FW_RUN_BUDGET_S (480: stop starting sweep points past budget - 45 s),
 # FW_DEVICE_PROVIDER (cuda), FW_SWEEP_CONCURRENCY ("1 4 16 64 256"), FW_SWEEP_IMAGES
 # ("1 8 64"), FW_SWEEP_MAX_INFLIGHT (2048), FW_SWEEP_DURATION (4), FW_CEILING_SECONDS (3),
-# FW_WORKER_ARGS (more worker flags). A dry run here, on the CPU:
+# FW_WORKER_ARGS (more worker flags), FW_DEVICE_WEBGPU (1; 0 skips step 5b). A dry run here,
+# on the CPU (step 5b then runs WebGPU on lavapipe when make webgpu-deps installed it):
 #   OUT=/tmp/fwout FW_DEVICE_PROVIDER=cpu FW_SWEEP_CONCURRENCY="1 4" FW_SWEEP_IMAGES="1 8" \
 #     FW_SWEEP_DURATION=2 FW_CEILING_SECONDS=1 bash scripts/gpu/device.sh
 set -uo pipefail
@@ -221,6 +227,53 @@ phase_begin pipeline
   --rounds 3 --repeats 3 >"$OUT/pipeline.md" 2>>"$runlog" || say "fw_bench failed (run.log)"
 phase_end
 say "pipeline stage split written"
+
+# --- 5b. WebGPU (Vulkan) beside CUDA ----------------------------------------------------------
+webgpu_section() {
+  local vkd=$work/xdg
+  mkdir -p -m 700 "$vkd"
+  export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$vkd}
+  if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' && [ -d "$root/lib-vulkan" ]; then
+    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$root/lib-vulkan
+  fi
+  {
+    echo "## WebGPU provider (Dawn on Vulkan) on the same GPU"
+    echo
+    echo "- Vulkan drivers (ICD files): $(ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | grep json | tr '\n' ' ' || true)"
+    echo "- Vulkan loader: $(ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' && echo "the device's" || echo 'the bundle'\''s')"
+    echo
+  } >>"$body"
+  phase_begin webgpu-correctness
+  if ! "$bin/facework" analyze --provider webgpu --models "$models" "$photos" \
+      >"$work/webgpu.json" 2>"$work/webgpu.err"; then
+    phase_end
+    cat "$work/webgpu.err" >>"$runlog"
+    { echo "WebGPU did not start:"; echo; echo '```'; grep -v '^ts=' "$work/webgpu.err" | tail -n 8
+      grep 'provider=webgpu\|webgpu' "$work/webgpu.err" | tail -n 4; echo '```'; echo; } >>"$body"
+    say "webgpu did not start (results.md)"
+    return 0
+  fi
+  phase_end
+  python3 "$repo/scripts/gpu/summarize.py" --compare "$work/cpu.json" "$work/webgpu.json" \
+    --label WebGPU >>"$body" 2>>"$runlog" || say "CPU/WebGPU answers differ (results.md)"
+  phase_begin webgpu-ceiling
+  { echo "### WebGPU bare-model ceiling (same batches and streams as CUDA's above)"; echo
+    "$bin/fw_bench" --ceiling --provider webgpu --models "$models" --photos "$photos" \
+      --ceiling-batches 1,8,32,64 --streams 2 --seconds "$ceiling_s" 2>>"$runlog" ||
+      echo "fw_bench --ceiling --provider webgpu failed (run.log)"
+    echo; } >>"$body"
+  phase_end
+  phase_begin webgpu-pipeline
+  { echo "### WebGPU in-process pipeline"; echo
+    "$bin/fw_bench" --provider webgpu --models "$models" --photos "$photos" --threads 1 \
+      --rounds 3 --repeats 3 2>>"$runlog" || echo "fw_bench --provider webgpu failed (run.log)"
+    echo; } >>"$body"
+  phase_end
+  say "webgpu: ceiling $(sed -n 's/^ceiling_best_img_per_s=//p' "$body" | tail -n 1) img/s (cuda: $(sed -n 's/^ceiling_best_img_per_s=//p' "$OUT/ceiling.md"))"
+}
+if [ "${FW_DEVICE_WEBGPU:-1}" != 0 ] && [ "$provider" != webgpu ] && [ "$(left)" -gt 150 ]; then
+  webgpu_section
+fi
 
 # --- 6. the worker and the sweep -------------------------------------------------------------------
 decode_threads=$((ncpu > 4 ? ncpu - 2 : 2))

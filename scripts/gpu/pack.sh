@@ -11,6 +11,8 @@
 #   4. xz-compressed and split into pieces that fit one call each (the working tree travels
 #      too: 64 MiB a call in all), in .gpu/pieces/ (git-ignored), with a manifest of sha256s;
 #   5. prints the exact device calls to make, in order.
+# The bundle also carries the Vulkan loader (libvulkan.so.1) so that device.sh can measure the
+# WebGPU provider (Dawn on Vulkan) beside CUDA on the same GPU.
 # Usage: scripts/gpu/pack.sh            (BUILD=dir, PIECE_MIB=n, FW_XZ_LEVEL=n to override)
 set -euo pipefail
 
@@ -76,6 +78,16 @@ done | sort -u | while read -r name path; do
     cp -L "$path" "$stage/lib/$name"
   fi
 done
+# The Vulkan loader, for the WebGPU provider (dlopen'd, so ldd does not list it); device.sh
+# uses it only where the device has none. The GPU's Vulkan driver (NVIDIA's ICD) must be the
+# device's own.
+vk_loader=$(ldconfig -p | awk '$1 == "libvulkan.so.1" && $NF ~ /^\// { print $NF; exit }')
+if [ -n "$vk_loader" ]; then
+  mkdir -p "$stage/lib-vulkan"
+  cp -L "$vk_loader" "$stage/lib-vulkan/libvulkan.so.1"
+else
+  say "no libvulkan.so.1 here (make webgpu-deps): the WebGPU run needs the device's own"
+fi
 cp "$root/.deps/models/default/"*.onnx "$stage/models/default/"
 cp "$root/.deps/photos/"*.jpg "$stage/photos/"
 git -C "$root" rev-parse HEAD >"$stage/COMMIT" 2>/dev/null || echo unknown >"$stage/COMMIT"

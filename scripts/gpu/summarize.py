@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Summaries for scripts/gpu/device.sh (standard library only; runs on the device machine).
 
-  summarize.py --compare CPU.json GPU.json
+  summarize.py --compare CPU.json GPU.json [--label NAME]
       `facework analyze` outputs of the same photos on two providers: per photo the face
       counts, the largest box difference and the smallest embedding cosine (markdown; exit
-      status 1 when counts differ, a box is off by more than 1 px or a cosine is < 0.999).
+      status 1 when counts differ, a box is off by more than 1 px, a cosine is < 0.999 or a
+      photo failed). NAME (default GPU) names the second provider in the table. Also used by
+      tests/integration/test_cli_webgpu.sh (WebGPU against the CPU).
 
   summarize.py --out DIR --phases PHASES.tsv --provider P --cores N
       The run's tables as markdown on stdout: the sweep (DIR/sweep.tsv) with the GPU
@@ -24,15 +26,19 @@ import sys
 GOAL = 2000.0
 
 
-def compare(cpu_path, gpu_path):
+def compare(cpu_path, gpu_path, label="GPU"):
     cpu = {r["path"]: r for r in json.load(open(cpu_path))["results"]}
     gpu = {r["path"]: r for r in json.load(open(gpu_path))["results"]}
-    ok = True
-    print("## correctness: CPU vs GPU answers (facework analyze, six photos)\n")
-    print("| photo | faces CPU | faces GPU | largest box difference px | smallest cosine |")
+    ok = len(cpu) > 0
+    print(f"## correctness: CPU vs {label} answers (facework analyze, {len(cpu)} photos)\n")
+    print(f"| photo | faces CPU | faces {label} | largest box difference px | smallest cosine |")
     print("|---|---|---|---|---|")
     for path in sorted(cpu):
-        a, b = cpu[path]["faces"], gpu.get(path, {}).get("faces", [])
+        if "faces" not in cpu[path] or "faces" not in gpu.get(path, {}):
+            ok = False
+            print(f"| {os.path.basename(path)} | failed on one or both | | | |")
+            continue
+        a, b = cpu[path]["faces"], gpu[path]["faces"]
         box, cos = 0.0, 1.0
         if len(a) == len(b):
             used = set()
@@ -225,13 +231,14 @@ def tables(out, phases_path, provider, cores):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--compare", nargs=2)
+    ap.add_argument("--label", default="GPU")
     ap.add_argument("--out")
     ap.add_argument("--phases")
     ap.add_argument("--provider", default="cuda")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     a = ap.parse_args()
     if a.compare:
-        return compare(*a.compare)
+        return compare(*a.compare, label=a.label)
     if a.out:
         summary(a.out, a.phases or "", a.provider, a.cores)
         return 0

@@ -37,8 +37,13 @@ static void usage(FILE *out)
             "options for detect, analyze, compare, models:\n"
             "  --models DIR           model pack directory (default: FACEWORK_MODELS or the\n"
             "                         pack installed by setup)\n"
-            "  --provider NAME        auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino\n"
-            "                         (default auto)\n"
+            "  --provider NAME        auto|cpu|cuda|tensorrt|dml|rocm|migraphx|coreml|openvino|\n"
+            "                         webgpu (default auto; auto never picks a software WebGPU\n"
+            "                         device such as lavapipe, webgpu does)\n"
+            "  --max-batch N          largest model batch (default 64); on a GPU the warm-up\n"
+            "                         runs every power of two up to it\n"
+            "  --webgpu-backend B     default|vulkan|d3d12 (WebGPU's graphics API)\n"
+            "  --webgpu-power P       high-performance|low-power (which adapter WebGPU picks)\n"
             "  --threads N            ONNX Runtime intra-op threads (default: ORT's choice)\n"
             "  --min-score F          detector threshold (default: the model's)\n"
             "  --max-faces N          keep the N highest-scoring faces per image\n"
@@ -92,6 +97,9 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         O_MAX_FACES,
         O_MIN_FACE,
         O_THRESHOLD,
+        O_MAX_BATCH,
+        O_WEBGPU_BACKEND,
+        O_WEBGPU_POWER,
         O_PRETTY,
         O_PRESET,
         O_ACTION,
@@ -113,6 +121,9 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
         {"max-faces", required_argument, 0, O_MAX_FACES},
         {"min-face-size", required_argument, 0, O_MIN_FACE},
         {"threshold", required_argument, 0, O_THRESHOLD},
+        {"max-batch", required_argument, 0, O_MAX_BATCH},
+        {"webgpu-backend", required_argument, 0, O_WEBGPU_BACKEND},
+        {"webgpu-power", required_argument, 0, O_WEBGPU_POWER},
         {"pretty", no_argument, 0, O_PRETTY},
         {"quality-preset", required_argument, 0, O_PRESET},
         {"quality-action", required_argument, 0, O_ACTION},
@@ -178,6 +189,21 @@ static int parse_opts(int argc, char **argv, cli_opts *o)
                 fprintf(stderr, "facework: --threshold: expected -1..1: %s\n", optarg);
                 return -1;
             }
+            break;
+        case O_MAX_BATCH: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 1 || v > 1024) {
+                fprintf(stderr, "facework: --max-batch: expected 1..1024: %s\n", optarg);
+                return -1;
+            }
+            o->cfg.max_batch = (int)v;
+            break;
+        }
+        case O_WEBGPU_BACKEND:
+            o->cfg.webgpu_backend = optarg;
+            break;
+        case O_WEBGPU_POWER:
+            o->cfg.webgpu_power = optarg;
             break;
         case O_PRETTY:
             o->pretty = 1;

@@ -13,6 +13,7 @@
 
 #include <onnxruntime_c_api.h>
 
+#include "core/vkinfo.h"
 #include "util/log.h"
 
 #define MOD "ort"
@@ -25,7 +26,7 @@ static const char *const provider_names[FW_PROVIDER__COUNT] = {
     [FW_PROVIDER_CUDA] = "cuda",         [FW_PROVIDER_TENSORRT] = "tensorrt",
     [FW_PROVIDER_DML] = "dml",           [FW_PROVIDER_ROCM] = "rocm",
     [FW_PROVIDER_MIGRAPHX] = "migraphx", [FW_PROVIDER_COREML] = "coreml",
-    [FW_PROVIDER_OPENVINO] = "openvino",
+    [FW_PROVIDER_OPENVINO] = "openvino", [FW_PROVIDER_WEBGPU] = "webgpu",
 };
 
 /* The names GetAvailableProviders uses. */
@@ -39,6 +40,7 @@ static const char *const provider_ort_names[FW_PROVIDER__COUNT] = {
     [FW_PROVIDER_MIGRAPHX] = "MIGraphXExecutionProvider",
     [FW_PROVIDER_COREML] = "CoreMLExecutionProvider",
     [FW_PROVIDER_OPENVINO] = "OpenVINOExecutionProvider",
+    [FW_PROVIDER_WEBGPU] = "WebGpuExecutionProvider",
 };
 
 int fw_provider_parse(const char *name)
@@ -60,6 +62,23 @@ const char *fw_provider_name(fw_provider p)
     if ((unsigned)p >= FW_PROVIDER__COUNT)
         return "unknown";
     return provider_names[p];
+}
+
+static const char *const webgpu_backend_names[] = {"default", "vulkan", "d3d12"};
+
+int fw_webgpu_backend_parse(const char *name)
+{
+    if (!name || !*name)
+        return FW_WEBGPU_BACKEND_DEFAULT;
+    for (int i = 0; i < 3; i++)
+        if (strcasecmp(name, webgpu_backend_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *fw_webgpu_backend_name(fw_webgpu_backend b)
+{
+    return (unsigned)b < 3 ? webgpu_backend_names[b] : "unknown";
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -310,6 +329,11 @@ struct fw_model {
     OrtAllocator *pinned_alloc;
     atomic_int bound_state;
     atomic_int bound_misses; /* bound runs that failed where a plain run then worked */
+    /* WebGPU: runs padded to batch buckets (fw_model_run), 1 while on; -1 once an output
+     * was found not to carry the batch (then runs go as they are). software: the adapter
+     * Dawn picks is a CPU-type Vulkan device. */
+    atomic_int bucketed;
+    int software;
     /* Test hook (fw__model_set_faults). */
     fw_fault_spec fault;
     int has_fault;
@@ -380,7 +404,7 @@ static void trt_profile_for(const char *path, const fw_session_opts *opts, trt_p
     int ok = !st && n_in >= 1;
     if (st)
         g_api->ReleaseStatus(st);
-    const int max_batch = opts->trt_max_batch > 0 ? opts->trt_max_batch : 64;
+    const int max_batch = opts->max_batch > 0 ? opts->max_batch : 64;
     for (size_t i = 0; ok && i < n_in; i++) {
         char *name = NULL;
         OrtTypeInfo *ti = NULL;
@@ -571,6 +595,28 @@ static int append_provider(OrtSessionOptions *so, fw_provider p, const fw_sessio
     case FW_PROVIDER_OPENVINO:
         st = g_api->SessionOptionsAppendExecutionProvider_OpenVINO_V2(so, NULL, NULL, 0);
         break;
+    case FW_PROVIDER_WEBGPU: {
+        /* ORT's "deviceId" here names a WebGPU context; any but 0 needs a WGPUInstance and
+         * WGPUDevice made by the application. Dawn picks the adapter from these options. */
+        if (device_id != 0) {
+            snprintf(why, why_cap,
+                     "device id %d: the WebGPU provider picks its adapter by power preference "
+                     "and backend (--webgpu-power, --webgpu-backend), not by index; use device "
+                     "id 0",
+                     device_id);
+            return 0;
+        }
+        const char *keys[2], *vals[2];
+        size_t n = 0;
+        keys[n] = "powerPreference",
+        vals[n++] = opts->webgpu_low_power ? "low-power" : "high-performance";
+        if (opts->webgpu_backend == FW_WEBGPU_BACKEND_VULKAN)
+            keys[n] = "dawnBackendType", vals[n++] = "Vulkan";
+        else if (opts->webgpu_backend == FW_WEBGPU_BACKEND_D3D12)
+            keys[n] = "dawnBackendType", vals[n++] = "D3D12";
+        st = g_api->SessionOptionsAppendExecutionProvider(so, "WebGPU", keys, vals, n);
+        break;
+    }
     case FW_PROVIDER_CPU:
         return 1;
     default:
@@ -729,9 +775,36 @@ static fw_err read_info(fw_model *m, fw_error *err)
 
 /* The providers AUTO tries, best first; CPU is the fallback after them. */
 static const fw_provider auto_order[] = {
-    FW_PROVIDER_TENSORRT, FW_PROVIDER_CUDA,   FW_PROVIDER_ROCM,     FW_PROVIDER_MIGRAPHX,
-    FW_PROVIDER_DML,      FW_PROVIDER_COREML, FW_PROVIDER_OPENVINO,
+    FW_PROVIDER_TENSORRT, FW_PROVIDER_CUDA,   FW_PROVIDER_ROCM,   FW_PROVIDER_MIGRAPHX,
+    FW_PROVIDER_DML,      FW_PROVIDER_COREML, FW_PROVIDER_WEBGPU, FW_PROVIDER_OPENVINO,
 };
+
+int fw_ort_webgpu_auto_ok(const fw_session_opts *opts, char *why, size_t cap)
+{
+    if (opts && opts->device_id != 0) {
+        snprintf(why, cap, "device id %d: WebGPU picks its adapter by power preference",
+                 opts->device_id);
+        return 0;
+    }
+    if (!fw_vk_gpu_hint(why, cap))
+        return 0;
+    const fw_vk_devices *vk = fw_vk_devices_get();
+    int i = fw_vk_preferred(vk, opts && opts->webgpu_low_power);
+    if (i < 0) {
+        snprintf(why, cap, "no WebGPU adapter: %s", vk->error);
+        return 0;
+    }
+    if (vk->dev[i].type == FW_VK_TYPE_CPU) {
+        snprintf(why, cap,
+                 "only a software Vulkan device (%s), slower than the CPU provider; "
+                 "--provider webgpu uses it",
+                 vk->dev[i].name);
+        return 0;
+    }
+    if (cap)
+        why[0] = '\0';
+    return 1;
+}
 
 /* AUTO tries TensorRT when FACEWORK_TRT=1, or when it is unset (or anything but 0) and
  * TensorRT's runtime library loads. */
@@ -759,6 +832,12 @@ static fw_err open_auto(fw_model *m, const fw_session_opts *opts, fw_error *err)
         const char *name = fw_provider_name(p);
         if (!provider_in_build(p)) {
             FW_DEBUG(MOD, "provider skipped", "provider=%s reason=\"not in this build\"", name);
+            continue;
+        }
+        if (p == FW_PROVIDER_WEBGPU && !fw_ort_webgpu_auto_ok(opts, why, sizeof why)) {
+            unsigned bit = 1u << p;
+            fw_log(atomic_fetch_or(&auto_skip_logged, bit) & bit ? FW_LOG_DEBUG : FW_LOG_INFO, MOD,
+                   "provider skipped", "provider=%s reason=\"%s\"", name, why);
             continue;
         }
         if (p == FW_PROVIDER_TENSORRT && !trt_enabled()) {
@@ -886,6 +965,7 @@ fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **o
     atomic_init(&m->bound_state, 0);
     atomic_init(&m->bound_misses, 0);
     atomic_init(&m->runs, 0);
+    atomic_init(&m->bucketed, 0);
     rc = opts->provider == FW_PROVIDER_AUTO ? open_auto(m, opts, err) : open_explicit(m, opts, err);
     if (!rc) {
         OrtStatus *st =
@@ -899,6 +979,12 @@ fw_err fw_model_load(const char *path, const fw_session_opts *opts, fw_model **o
     if (rc) {
         fw_model_free(m);
         return rc;
+    }
+    if (m->provider == FW_PROVIDER_WEBGPU) {
+        const fw_vk_devices *vk = fw_vk_devices_get();
+        int i = fw_vk_preferred(vk, opts->webgpu_low_power);
+        m->software = i >= 0 && vk->dev[i].type == FW_VK_TYPE_CPU;
+        atomic_store(&m->bucketed, m->info.inputs[0].rank >= 1 && m->info.inputs[0].dims[0] < 0);
     }
     FW_DEBUG(MOD, "model loaded", "path=\"%s\" provider=%s inputs=%zu outputs=%zu", path,
              fw_provider_name(m->provider), m->info.n_inputs, m->info.n_outputs);
@@ -935,6 +1021,22 @@ const char *fw_model_provider(const fw_model *m)
 int fw_model_on_device(const fw_model *m)
 {
     return m && (m->provider != FW_PROVIDER_CPU || (m->has_fault && m->fault.device));
+}
+
+int fw_model_software_device(const fw_model *m)
+{
+    return m && m->provider == FW_PROVIDER_WEBGPU && m->software;
+}
+
+int64_t fw_ort_batch_bucket(int64_t batch, int max_batch)
+{
+    const int64_t top = max_batch > 0 ? max_batch : 64;
+    if (batch >= top)
+        return batch;
+    int64_t b = 1;
+    while (b < batch)
+        b *= 2;
+    return b < top ? b : top;
 }
 
 const fw_session_opts *fw_model_session_opts(const fw_model *m)
@@ -1051,6 +1153,46 @@ static fw_err take_output(OrtValue *v, const char *name, fw_tensor *t, fw_error 
 static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, size_t count,
                         fw_tensor *outs, fw_error *err);
 
+/* A run of a bucketed (WebGPU) session: the batch of `shape` padded with zeros to its bucket,
+ * then each output cut back to the batch. FW_ERR_UNSUPPORTED (outs cleared) when an output
+ * does not carry the padded batch as its first dimension. */
+static fw_err run_bucketed(fw_model *m, const float *input, const fw_shape *shape, size_t count,
+                           fw_tensor *outs, fw_error *err)
+{
+    const int64_t b = shape->dims[0];
+    const int64_t pb = fw_ort_batch_bucket(b, m->opts.max_batch);
+    if (pb == b)
+        return run_plain(m, input, shape, count, outs, err);
+    const size_t per = count / (size_t)b;
+    float *padded = calloc(per * (size_t)pb, sizeof *padded);
+    if (!padded)
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    memcpy(padded, input, count * sizeof *padded);
+    fw_shape ps = *shape;
+    ps.dims[0] = pb;
+    fw_err rc = run_plain(m, padded, &ps, per * (size_t)pb, outs, err);
+    free(padded);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < m->info.n_outputs; i++) {
+        fw_tensor *t = &outs[i];
+        if (t->shape.rank < 1 || t->shape.dims[0] != pb) {
+            rc = fw_error_set(err, FW_ERR_UNSUPPORTED,
+                              "output %s does not carry the batch (first dimension %lld, batch "
+                              "%lld)",
+                              m->out_names[i], t->shape.rank ? (long long)t->shape.dims[0] : 0LL,
+                              (long long)pb);
+            break;
+        }
+        t->count = t->count / (size_t)pb * (size_t)b;
+        t->shape.dims[0] = b;
+    }
+    if (rc)
+        for (size_t i = 0; i < m->info.n_outputs; i++)
+            fw_tensor_clear(&outs[i]);
+    return rc;
+}
+
 /* Run with an I/O binding: the input (in the caller's buffer, pinned when it came from
  * fw_model_host_alloc) is copied to the device once, and every output is copied from the
  * device once, into ORT's pinned host memory, then into the tensor. */
@@ -1164,8 +1306,26 @@ fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_t
         }
         return rc;
     }
+    if (atomic_load(&m->bucketed) == 1) {
+        fw_error berr;
+        fw_err rc = run_bucketed(m, input, shape, count, outs, &berr);
+        if (rc != FW_ERR_UNSUPPORTED) {
+            if (rc && err)
+                *err = berr;
+            return rc;
+        }
+        atomic_store(&m->bucketed, -1);
+        FW_WARN(MOD, "batches not padded to buckets: the model's outputs do not carry the batch",
+                "path=\"%s\" reason=\"%s\"", info->path, berr.message);
+    }
     return run_plain(m, input, shape, count, outs, err);
 }
+
+/* Every WebGPU session of the process shares ORT's one WebGPU context (context id 0), whose
+ * command encoder is not safe for concurrent runs: two threads running WebGPU sessions at
+ * once fail with "CommandEncoder is already finished" and then crash inside ORT (seen on
+ * lavapipe with the worker's two model threads). So WebGPU runs are serialised here. */
+static pthread_mutex_t g_webgpu_run_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Run with ORT allocating the outputs in CPU memory. */
 static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, size_t count,
@@ -1180,7 +1340,12 @@ static fw_err run_plain(fw_model *m, const float *input, const fw_shape *shape, 
         return ort_fail(st, FW_ERR_INFERENCE, err, "input tensor");
     OrtValue *res[FW_MAX_OUTPUTS] = {0};
     const OrtValue *ins[1] = {in};
+    const int serial = m->provider == FW_PROVIDER_WEBGPU;
+    if (serial)
+        pthread_mutex_lock(&g_webgpu_run_mu);
     st = g_api->Run(m->session, NULL, m->in_names, ins, 1, m->out_names, info->n_outputs, res);
+    if (serial)
+        pthread_mutex_unlock(&g_webgpu_run_mu);
     g_api->ReleaseValue(in);
     fw_err rc = st ? ort_fail(st, FW_ERR_INFERENCE, err, "Run") : FW_OK;
     for (size_t i = 0; i < info->n_outputs; i++) {

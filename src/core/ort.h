@@ -25,6 +25,7 @@ typedef enum fw_provider {
     FW_PROVIDER_MIGRAPHX,
     FW_PROVIDER_COREML,
     FW_PROVIDER_OPENVINO,
+    FW_PROVIDER_WEBGPU,
     FW_PROVIDER__COUNT
 } fw_provider;
 
@@ -54,6 +55,18 @@ typedef enum fw_conv_algo {
     FW_CONV_ALGO_DEFAULT,       /* cuDNN's default algorithm */
 } fw_conv_algo;
 
+/* The graphics API Dawn drives for the WebGPU provider. */
+typedef enum fw_webgpu_backend {
+    FW_WEBGPU_BACKEND_DEFAULT = 0, /* Dawn's choice for the platform (Vulkan on Linux) */
+    FW_WEBGPU_BACKEND_VULKAN,
+    FW_WEBGPU_BACKEND_D3D12,
+} fw_webgpu_backend;
+
+/* "default", "vulkan", "d3d12" <-> enum; parse returns -1 for an unknown name (NULL or ""
+ * is the default). */
+int fw_webgpu_backend_parse(const char *name);
+const char *fw_webgpu_backend_name(fw_webgpu_backend b);
+
 typedef struct fw_session_opts {
     fw_provider provider; /* AUTO: best available in order tensorrt (when its libraries load
                              and FACEWORK_TRT is not 0), cuda, rocm/migraphx, dml, coreml,
@@ -67,7 +80,14 @@ typedef struct fw_session_opts {
     int pageable_io;           /* 1: plain Run on pageable buffers (no pinned I/O) */
     const char *trt_cache_dir; /* NULL: FACEWORK_TRT_CACHE, else ~/.cache/facework/trt */
     int trt_fp16;              /* 1: let TensorRT pick FP16 kernels */
-    int trt_max_batch;         /* optimisation profile's largest batch; 0: 64 */
+    int max_batch; /* largest batch runs will have: TensorRT's optimisation profile, WebGPU's
+                      batch buckets (below); 0: 64 */
+    /* WebGPU only. Dawn picks the adapter itself (ORT 1.29's WebGPU "deviceId" is a context
+     * id for an application-made WGPUDevice, not an adapter index, so device_id must be 0):
+     * by backend and power preference. */
+    fw_webgpu_backend webgpu_backend;
+    int webgpu_low_power; /* 1: Dawn's "low-power" preference (integrated first); 0: "high-
+                             performance" (discrete first) */
 } fw_session_opts;
 
 /* A float32 tensor returned by fw_model_run; data is malloc'd, free with fw_tensor_clear. */
@@ -94,6 +114,11 @@ const char *fw_model_provider(const fw_model *m);
 /* True when the session runs on an accelerator (anything but the CPU provider, or the
  * "sim-gpu" test stand-in): a failing run may then be moved to the CPU. */
 int fw_model_on_device(const fw_model *m);
+
+/* True when the session runs on the WebGPU provider and the adapter Dawn picks is a
+ * software one (a CPU-type Vulkan device such as Mesa's lavapipe): an accelerator for the
+ * fault handling, but no GPU for /health's gpu_available. */
+int fw_model_software_device(const fw_model *m);
 
 /* The options the model was loaded with (its provider field is the one requested). */
 const fw_session_opts *fw_model_session_opts(const fw_model *m);
@@ -127,6 +152,10 @@ int fw_ort_is_oom_message(const char *msg);
 
 /* Runs the model on one float32 input of the given shape (the first input of the model).
  * outs must have room for info->n_outputs tensors; each is filled (caller clears).
+ * On a WebGPU session with a symbolic batch dimension the batch is padded with zeros up to
+ * its bucket (the next power of two, at most opts.max_batch; larger batches run as they
+ * are) and the outputs cut back to the batch, so that the device only ever sees the shapes
+ * the engine's warm-up ran (each new shape compiles shaders: seconds on a software device).
  * Thread-safe. */
 fw_err fw_model_run(fw_model *m, const float *input, const fw_shape *shape, fw_tensor *outs,
                     fw_error *err);
@@ -148,6 +177,17 @@ size_t fw__ort_env_users(void);
  * saw it read freed memory at exit). Sets an environment variable: call it before any other
  * thread starts; the first model load calls it too, for programs that did not. */
 void fw_ort_preinit(void);
+
+/* The batch a run of `batch` items is padded to on a bucketed (WebGPU) session whose largest
+ * batch is max_batch (0: 64): the next power of two, at most max_batch; batches above
+ * max_batch are not padded. */
+int64_t fw_ort_batch_bucket(int64_t batch, int max_batch);
+
+/* Why AUTO would not use the WebGPU provider with these options on this host ("" when it
+ * would try it): no GPU device node (Vulkan then not even loaded, fw_vk_gpu_hint), no
+ * Vulkan device, only a software (CPU-type) one, or a device_id other than 0. Writes into why (cap
+ * bytes); returns 1 when WebGPU is usable by AUTO. */
+int fw_ort_webgpu_auto_ok(const fw_session_opts *opts, char *why, size_t cap);
 
 /* The ORT library's version string ("1.29.0"). */
 const char *fw_ort_version(void);

@@ -165,12 +165,13 @@ static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session
 {
     static const char *const arena[] = {"next_power_of_two", "same_as_requested"};
     static const char *const algo[] = {"heuristic", "exhaustive", "default"};
+    static const char *const power[] = {"high-performance", "low-power"};
     const char *name = cfg->role_provider[role] ? cfg->role_provider[role] : cfg->provider;
     int p = fw_provider_parse(name ? name : "auto");
     if (p < 0)
         return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
                             "unknown provider '%s' (expected auto, cpu, cuda, tensorrt, dml, "
-                            "rocm, migraphx, coreml or openvino)",
+                            "rocm, migraphx, coreml, openvino or webgpu)",
                             name);
     int a = pick(cfg->gpu_arena_extend, arena, 2);
     if (a < 0)
@@ -178,6 +179,17 @@ static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session
                             "unknown GPU arena strategy '%s' (expected next_power_of_two or "
                             "same_as_requested)",
                             cfg->gpu_arena_extend);
+    int wb = fw_webgpu_backend_parse(cfg->webgpu_backend);
+    if (wb < 0)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                            "unknown WebGPU backend '%s' (expected default, vulkan or d3d12)",
+                            cfg->webgpu_backend);
+    int wp = pick(cfg->webgpu_power, power, 2);
+    if (wp < 0)
+        return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                            "unknown WebGPU power preference '%s' (expected high-performance or "
+                            "low-power)",
+                            cfg->webgpu_power);
     int c = pick(cfg->cudnn_conv_algo, algo, 3);
     if (c < 0)
         return fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
@@ -194,7 +206,9 @@ static fw_err session_opts(const fw_engine_config *cfg, fw_role role, fw_session
     so->pageable_io = cfg->gpu_pageable_io;
     so->trt_cache_dir = cfg->trt_cache_dir;
     so->trt_fp16 = cfg->trt_fp16;
-    so->trt_max_batch = cfg->max_batch > 0 ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    so->max_batch = cfg->max_batch > 0 ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    so->webgpu_backend = (fw_webgpu_backend)wb;
+    so->webgpu_low_power = wp == 1;
     return FW_OK;
 }
 
@@ -359,6 +373,7 @@ void fw_engine_role_status(const fw_engine *eng, fw_role role, fw_role_status *o
     fw_model *m = active_model(role_pm(eng, role));
     out->provider = m ? fw_model_provider(m) : "none";
     out->on_device = fw_model_on_device(m);
+    out->software_device = fw_model_software_device(m);
     if (atomic_load_explicit(&rs->moved, memory_order_acquire)) {
         out->fell_back = true;
         snprintf(out->fallback_from, sizeof out->fallback_from, "%s", rs->from);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/ort.h"
+#include "core/vkinfo.h"
 #include "util/log.h"
 
 /* NVML's ABI: opaque device handle, 0 = NVML_SUCCESS. */
@@ -230,6 +231,8 @@ struct fw_gpu_monitor {
     size_t mem_limit;
     char arena[32], conv_algo[32], trt_cache[1024];
     bool pinned_io, trt_fp16;
+    char webgpu_backend[16];
+    bool webgpu_low_power;
     /* one NVML sample, reused within a scrape */
     pthread_mutex_t mu;
     double sampled_at;
@@ -261,6 +264,9 @@ fw_err fw_gpu_monitor_new(const char *nvml_lib, const fw_engine_config *cfg, fw_
     fw_ort_trt_cache_dir(&so, mon->trt_cache, sizeof mon->trt_cache);
     mon->pinned_io = cfg ? !cfg->gpu_pageable_io : true;
     mon->trt_fp16 = cfg ? cfg->trt_fp16 : false;
+    snprintf(mon->webgpu_backend, sizeof mon->webgpu_backend, "%s",
+             cfg && cfg->webgpu_backend && *cfg->webgpu_backend ? cfg->webgpu_backend : "default");
+    mon->webgpu_low_power = cfg && cfg->webgpu_power && !strcmp(cfg->webgpu_power, "low-power");
     pthread_mutex_init(&mon->mu, NULL);
     fw_gpu_device d;
     if (!mon->nvml)
@@ -298,10 +304,78 @@ bool fw_engine_gpu_in_use(const fw_engine *eng)
     for (int r = 0; r < FW_ROLE__COUNT; r++) {
         fw_role_status st;
         fw_engine_role_status(eng, (fw_role)r, &st);
-        if (st.on_device)
+        if (st.on_device && !st.software_device)
             return true;
     }
     return false;
+}
+
+/* True when a role of eng runs on the WebGPU provider now. */
+static bool webgpu_in_use(const fw_engine *eng)
+{
+    for (int r = 0; eng && r < FW_ROLE__COUNT; r++)
+        if (!strcmp(fw_engine_provider(eng, (fw_role)r), "webgpu"))
+            return true;
+    return false;
+}
+
+/* One Vulkan device as JSON. */
+static json_t *vk_device_json(const fw_vk_device *d, int index)
+{
+    char id[16];
+    const char *vendor = fw_vk_vendor_name(d->vendor_id);
+    json_t *o = json_object();
+    json_object_set_new(o, "index", json_integer(index));
+    json_object_set_new(o, "name", json_string(d->name));
+    snprintf(id, sizeof id, "0x%04x", d->vendor_id);
+    json_object_set_new(o, "vendor", vendor ? json_string(vendor) : json_string(id));
+    json_object_set_new(o, "vendor_id", json_string(id));
+    snprintf(id, sizeof id, "0x%04x", d->device_id);
+    json_object_set_new(o, "device_id", json_string(id));
+    json_object_set_new(o, "type", json_string(fw_vk_type_name(d->type)));
+    json_object_set_new(o, "vulkan_api", json_string(d->api_version));
+    return o;
+}
+
+/* The adapter Dawn picks for mon's power preference, as JSON (null when none). */
+static json_t *adapter_json(const fw_gpu_monitor *mon, const fw_vk_devices *vk)
+{
+    const int pick = fw_vk_preferred(vk, mon && mon->webgpu_low_power);
+    if (pick < 0)
+        return json_null();
+    json_t *a = vk_device_json(&vk->dev[pick], pick);
+    json_object_set_new(a, "software", json_boolean(vk->dev[pick].type == FW_VK_TYPE_CPU));
+    json_object_set_new(a, "api", json_string("vulkan"));
+    return a;
+}
+
+json_t *fw_gpu_webgpu_adapter_json(const fw_gpu_monitor *mon, const fw_engine *eng)
+{
+    return webgpu_in_use(eng) ? adapter_json(mon, fw_vk_devices_get()) : json_null();
+}
+
+void fw_gpu_monitor_describe_webgpu(const fw_gpu_monitor *mon, const fw_engine *eng, json_t *obj)
+{
+    /* Vulkan is read when WebGPU serves a role or the host has a GPU device; otherwise (a
+     * CPU worker on a CPU-only host) loading the Vulkan drivers would only cost memory. */
+    const bool in_use = webgpu_in_use(eng);
+    fw_vk_devices not_read;
+    memset(&not_read, 0, sizeof not_read);
+    const fw_vk_devices *vk = &not_read;
+    if (in_use || fw_vk_gpu_hint(not_read.error, sizeof not_read.error))
+        vk = fw_vk_devices_get();
+    const bool low = mon && mon->webgpu_low_power;
+    json_t *w = json_object();
+    json_object_set_new(w, "in_use", json_boolean(in_use));
+    json_object_set_new(w, "backend", json_string(mon ? mon->webgpu_backend : "default"));
+    json_object_set_new(w, "power_preference", json_string(low ? "low-power" : "high-performance"));
+    json_object_set_new(w, "adapter", adapter_json(mon, vk));
+    json_t *all = json_array();
+    for (int i = 0; i < vk->count; i++)
+        json_array_append_new(all, vk_device_json(&vk->dev[i], i));
+    json_object_set_new(w, "vulkan_devices", all);
+    json_object_set_new(w, "vulkan_error", vk->error[0] ? json_string(vk->error) : json_null());
+    json_object_set_new(obj, "webgpu", w);
 }
 
 static double mono_s(void)
@@ -374,6 +448,7 @@ void fw_gpu_monitor_describe(fw_gpu_monitor *mon, const fw_engine *eng, json_t *
         json_object_set_new(set, "trt_fp16", json_boolean(mon->trt_fp16));
     }
     json_object_set_new(obj, "gpu_settings", set);
+    fw_gpu_monitor_describe_webgpu(mon, eng, obj);
     json_t *fb = json_object(), *faults = json_object();
     for (int r = 0; eng && r < FW_ROLE__COUNT; r++) {
         fw_role_status st;
@@ -494,6 +569,25 @@ fw_err fw_gpu_monitor_register_metrics(fw_gpu_monitor *mon, const fw_engine *eng
             (rc = fw_metrics_callback_child(fb, FW_LABELS(name), read_fallback, &mon->roles[r],
                                             NULL, err)))
             return rc;
+    }
+    if (webgpu_in_use(eng)) {
+        const fw_vk_devices *vk = fw_vk_devices_get();
+        const int pick = fw_vk_preferred(vk, mon->webgpu_low_power);
+        if (pick >= 0) {
+            const fw_vk_device *a = &vk->dev[pick];
+            char vid[16];
+            snprintf(vid, sizeof vid, "0x%04x", a->vendor_id);
+            const char *vendor = fw_vk_vendor_name(a->vendor_id);
+            fw_metric_family *wi = NULL;
+            if ((rc = fw_metrics_gauge(reg, "facework_webgpu_adapter_info",
+                                       "the adapter of the WebGPU provider (read from Vulkan)",
+                                       FW_LABELS("name", "vendor", "type", "backend"), &wi, err)) ||
+                (rc = fw_metrics_callback_child(
+                     wi,
+                     FW_LABELS(a->name, vendor ? vendor : vid, fw_vk_type_name(a->type), "vulkan"),
+                     read_one, NULL, NULL, err)))
+                return rc;
+        }
     }
     fw_gpu_device d;
     if (!sample(mon, &d))

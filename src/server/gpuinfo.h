@@ -77,14 +77,29 @@ void fw_gpu_monitor_free(fw_gpu_monitor *mon);
 fw_nvml *fw_gpu_monitor_nvml(const fw_gpu_monitor *mon);
 const char *fw_gpu_monitor_nvml_error(const fw_gpu_monitor *mon);
 
-/* True when a role of eng runs on an accelerator now (after a fallback it may not). */
+/* True when a role of eng runs on a GPU now (after a fallback it may not): an accelerator
+ * that is not a software device (WebGPU on lavapipe counts as none). */
 bool fw_engine_gpu_in_use(const fw_engine *eng);
 
 /* Adds to obj (the /gpu_info object) "device" (NVML's facts about the GPU in use, or null),
  * "gpu_count", "driver_version", "nvml" ("available" or "unavailable"), "nvml_error",
- * "gpu_settings", "fallback" (role -> null or {"from","reason"}) and "faults" (role ->
- * counters). eng may be NULL (loading): then no fallback or faults entries. Thread-safe. */
+ * "gpu_settings", "webgpu" (fw_gpu_monitor_describe_webgpu), "fallback" (role -> null or
+ * {"from","reason"}) and "faults" (role -> counters). eng may be NULL (loading): then no
+ * fallback or faults entries. Thread-safe. */
 void fw_gpu_monitor_describe(fw_gpu_monitor *mon, const fw_engine *eng, json_t *obj);
+
+/* Adds "webgpu" to obj (the /gpu_info object): "in_use" (a role runs on WebGPU), "backend",
+ * "power_preference", "adapter" (the Vulkan device Dawn picks by that preference: index,
+ * name, vendor, vendor_id, device_id, type discrete|integrated|virtual|cpu|other,
+ * vulkan_api, software, api; null when Vulkan lists none), "vulkan_devices" (all of them)
+ * and "vulkan_error" (why none, else null). Vulkan is read only when a role runs on WebGPU
+ * or fw_vk_gpu_hint finds a GPU device node. mon and eng may be NULL. Thread-safe. */
+void fw_gpu_monitor_describe_webgpu(const fw_gpu_monitor *mon, const fw_engine *eng, json_t *obj);
+
+/* /health's "webgpu_adapter": null unless a role of eng runs on WebGPU now; then the
+ * adapter as in fw_gpu_monitor_describe_webgpu's "adapter" (name, vendor, type, software,
+ * api, ...). */
+json_t *fw_gpu_webgpu_adapter_json(const fw_gpu_monitor *mon, const fw_engine *eng);
 
 /* The roles eng moved to the CPU after device faults, as a JSON array of names (/health's
  * "gpu_fallback"); empty when none or eng is NULL. */
@@ -92,6 +107,7 @@ json_t *fw_gpu_fallback_json(const fw_engine *eng);
 
 /* Registers on reg, read at each scrape: per role facework_model_run_failures_total,
  * facework_batch_splits_total, facework_gpu_fallback (1 after a move to the CPU); and with
+ * a role on WebGPU facework_webgpu_adapter_info{name,vendor,type,backend} 1; with
  * NVML facework_gpu_info{gpu,name} 1, facework_gpu_memory_total_bytes,
  * facework_gpu_memory_used_bytes, facework_gpu_utilization_ratio,
  * facework_gpu_memory_utilization_ratio (0..1; NaN when NVML cannot say). mon and eng

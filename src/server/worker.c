@@ -45,6 +45,7 @@ typedef struct worker_opts {
     int detect_threads, embed_threads, max_decoded_mb;
     /* GPU (docs/gpu.md) */
     char *detection_gpu, *embedding_gpu, *gpu_arena_extend, *cudnn_conv_algo, *trt_cache, *warmup;
+    char *webgpu_backend, *webgpu_power;
     size_t gpu_mem_limit;
     bool gpu_pinned_io, trt_fp16;
     double max_queue_delay;
@@ -93,6 +94,15 @@ static size_t gpu_options(worker_opts *o, fw_option *t)
                             &o->trt_cache);
     t[n++] = (fw_option)OPT("trt-fp16", "FACEWORK_TRT_FP16", FW_OPT_BOOL, "false",
                             "let TensorRT use FP16 kernels", &o->trt_fp16);
+    t[n++] = (fw_option)OPT("webgpu-backend", "FACEWORK_WEBGPU_BACKEND", FW_OPT_STRING, "default",
+                            "graphics API of the WebGPU provider: default (the platform's: "
+                            "Vulkan on Linux), vulkan or d3d12",
+                            &o->webgpu_backend);
+    t[n++] =
+        (fw_option)OPT("webgpu-power", "FACEWORK_WEBGPU_POWER", FW_OPT_STRING, "high-performance",
+                       "which adapter the WebGPU provider picks: high-performance "
+                       "(discrete first) or low-power (integrated first)",
+                       &o->webgpu_power);
     t[n++] = (fw_option)OPT("warmup", "FACEWORK_WARMUP", FW_OPT_STRING, "auto",
                             "model warm-up at load: auto (GPU: every power of two up to the "
                             "largest batch; CPU: batch 1), all, one or none",
@@ -110,7 +120,7 @@ static size_t build_options(worker_opts *o, fw_option *t)
                             "model pack directory (default: the pack setup installed)", &o->models);
     t[n++] = (fw_option)OPT("provider", "FACEWORK_PROVIDER", FW_OPT_STRING, "auto",
                             "execution provider: auto|cpu|cuda|tensorrt|dml|rocm|migraphx|"
-                            "coreml|openvino",
+                            "coreml|openvino|webgpu (auto: never a software WebGPU device)",
                             &o->provider);
     t[n++] = (fw_option)OPT("detection-provider", "FACEWORK_DETECTION_PROVIDER", FW_OPT_STRING,
                             NULL, "provider for the detector and landmarks (default: --provider)",
@@ -123,7 +133,9 @@ static size_t build_options(worker_opts *o, fw_option *t)
                           "ONNX Runtime intra-op threads per model (0: ORT default)", &o->threads);
     t[n].min = 0, t[n++].max = 256;
     t[n] = (fw_option)OPT("device-id", "FACEWORK_DEVICE_ID", FW_OPT_INT, "0",
-                          "GPU ordinal for GPU providers", &o->device_id);
+                          "GPU ordinal for CUDA/TensorRT/ROCm/DirectML (WebGPU: 0; it picks "
+                          "its adapter by --webgpu-power)",
+                          &o->device_id);
     t[n].min = 0, t[n++].max = 64;
     t[n] = (fw_option)OPT("http-threads", "FACEWORK_HTTP_THREADS", FW_OPT_INT, "1",
                           "HTTP event-loop threads", &o->http_threads);
@@ -534,6 +546,7 @@ static void handle_health(fw_http_request *req, void *user)
                         w->eng ? json_string(fw_engine_pack_name(w->eng)) : json_null());
     /* roles moved to the CPU after GPU faults: still serving, degraded */
     json_object_set_new(j, "gpu_fallback", fw_gpu_fallback_json(w->eng));
+    json_object_set_new(j, "webgpu_adapter", fw_gpu_webgpu_adapter_json(w->gpu, w->eng));
     respond_json(req, state == STATE_READY ? 200 : 503, j);
 }
 
@@ -863,6 +876,8 @@ static void gpu_engine_config(const worker *w, fw_engine_config *ec)
     ec->gpu_pageable_io = !w->o.gpu_pinned_io;
     ec->trt_cache_dir = w->o.trt_cache;
     ec->trt_fp16 = w->o.trt_fp16;
+    ec->webgpu_backend = w->o.webgpu_backend;
+    ec->webgpu_power = w->o.webgpu_power;
     ec->warmup = !strcmp(w->o.warmup, "none")  ? FW_WARMUP_NONE
                  : !strcmp(w->o.warmup, "one") ? FW_WARMUP_ONE
                  : !strcmp(w->o.warmup, "all") ? FW_WARMUP_ALL

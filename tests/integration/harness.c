@@ -899,6 +899,25 @@ static void print_resp(const fwt_resp *r)
                 (int)(n > 2000 ? 2000 : n), r->body ? r->body : "");
 }
 
+json_t *fwt_get_json(const fwt_worker *w, const char *path, long status)
+{
+    fwt_resp r;
+    fwt_get(w, path, FWT_H1, &r);
+    json_t *j = fwt_expect_json(&r, status);
+    fwt_resp_free(&r);
+    return j;
+}
+
+const char *fwt_json_str(const json_t *obj, const char *k1, const char *k2)
+{
+    const json_t *v = json_object_get(obj, k1);
+    if (k2)
+        v = json_object_get(v, k2);
+    if (!json_is_string(v))
+        fail_msg("%s%s%s is not a string", k1, k2 ? "." : "", k2 ? k2 : "");
+    return json_string_value(v);
+}
+
 json_t *fwt_expect_json(const fwt_resp *r, long status)
 {
     if (r->status != status) {

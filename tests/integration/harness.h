@@ -205,6 +205,14 @@ void fwt_post_parts(const fwt_worker *w, const char *path, const fwt_part *parts
  * application/json; fails the test (printing the body) otherwise. Caller decrefs. */
 json_t *fwt_expect_json(const fwt_resp *r, long status);
 
+/* GET path (HTTP/1.1) that must answer `status` with JSON: the parsed body (caller
+ * decrefs); fails the test otherwise. */
+json_t *fwt_get_json(const fwt_worker *w, const char *path, long status);
+
+/* obj[k1] (or obj[k1][k2] when k2 is non-NULL), which must be a string; fails the test
+ * otherwise. The string belongs to obj. */
+const char *fwt_json_str(const json_t *obj, const char *k1, const char *k2);
+
 /* Asserts r is `status` with an {"error":{"code":string,"message":string}} JSON body and
  * nothing else at the top level; when code is non-NULL the code must equal it. */
 void fwt_expect_error(const fwt_resp *r, long status, const char *code);

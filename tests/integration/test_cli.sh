@@ -1,19 +1,9 @@
 #!/usr/bin/env bash
 # The facework CLI as a user runs it: real binary, real photos, JSON checked field by field.
 set -euo pipefail
-fw=${FW_FACEWORK:?}
-photos=${FW_PHOTOS_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-# FW_TEST_WRAPPER (scripts/valgrind.sh): every facework below runs under it.
-if [ -n "${FW_TEST_WRAPPER:-}" ]; then
-    printf '#!/bin/sh\nexec %s %q "$@"\n' "$FW_TEST_WRAPPER" "$fw" >"$tmp/fw-wrapped"
-    chmod +x "$tmp/fw-wrapped"
-    fw=$tmp/fw-wrapped
-fi
+# shellcheck source=tests/integration/cli-env.sh
+. "$(dirname "$0")/cli-env.sh"
 export FACEWORK_LOG_LEVEL=warn
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # Runs from another directory: the default pack is found whatever the working directory.
 cd "$tmp"

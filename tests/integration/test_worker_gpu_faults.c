@@ -18,25 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json_t *get_json(const fwt_worker *w, const char *path)
-{
-    fwt_resp r;
-    fwt_get(w, path, FWT_H1, &r);
-    json_t *j = fwt_expect_json(&r, 200);
-    fwt_resp_free(&r);
-    return j;
-}
-
-static const char *str_at(json_t *obj, const char *k1, const char *k2)
-{
-    json_t *v = json_object_get(obj, k1);
-    if (k2)
-        v = json_object_get(v, k2);
-    if (!json_is_string(v))
-        fail_msg("%s%s%s is not a string", k1, k2 ? "." : "", k2 ? k2 : "");
-    return json_string_value(v);
-}
-
 static void test_faults_fall_back_to_cpu(void **state)
 {
     (void)state;
@@ -48,7 +29,7 @@ static void test_faults_fall_back_to_cpu(void **state)
     /* before any request: the stand-ins count as GPU sessions */
     json_t *h = fwt_wait_healthy(w, 30);
     assert_true(json_is_true(json_object_get(h, "gpu_available")));
-    assert_string_equal(str_at(h, "provider", NULL), "sim-gpu");
+    assert_string_equal(fwt_json_str(h, "provider", NULL), "sim-gpu");
     assert_int_equal(json_array_size(json_object_get(h, "gpu_fallback")), 0);
     json_decref(h);
 
@@ -77,13 +58,13 @@ static void test_faults_fall_back_to_cpu(void **state)
         fwt_match_faces(json_object_get(item, "faces"), want, 0.5, 0.999);
         json_decref(cli);
     }
-    assert_string_equal(str_at(j, "provider", NULL), "cpu");
+    assert_string_equal(fwt_json_str(j, "provider", NULL), "cpu");
     json_decref(j);
 
     /* /health: still serving, degraded, says which role moved */
-    h = get_json(w, "/health");
-    assert_string_equal(str_at(h, "status", NULL), "healthy");
-    assert_string_equal(str_at(h, "provider", NULL), "cpu");
+    h = fwt_get_json(w, "/health", 200);
+    assert_string_equal(fwt_json_str(h, "status", NULL), "healthy");
+    assert_string_equal(fwt_json_str(h, "provider", NULL), "cpu");
     json_t *fb = json_object_get(h, "gpu_fallback");
     assert_int_equal(json_array_size(fb), 1);
     assert_string_equal(json_string_value(json_array_get(fb, 0)), "embedder");
@@ -91,16 +72,16 @@ static void test_faults_fall_back_to_cpu(void **state)
     json_decref(h);
 
     /* /gpu_info: where each role runs and why */
-    json_t *g = get_json(w, "/gpu_info");
-    assert_string_equal(str_at(g, "active_providers", "embedder"), "cpu");
-    assert_string_equal(str_at(g, "active_providers", "detector"), "sim-gpu");
+    json_t *g = fwt_get_json(w, "/gpu_info", 200);
+    assert_string_equal(fwt_json_str(g, "active_providers", "embedder"), "cpu");
+    assert_string_equal(fwt_json_str(g, "active_providers", "detector"), "sim-gpu");
     json_t *efb = json_object_get(json_object_get(g, "fallback"), "embedder");
-    assert_string_equal(str_at(efb, "from", NULL), "sim-gpu");
-    assert_non_null(strstr(str_at(efb, "reason", NULL), "injected fault"));
+    assert_string_equal(fwt_json_str(efb, "from", NULL), "sim-gpu");
+    assert_non_null(strstr(fwt_json_str(efb, "reason", NULL), "injected fault"));
     assert_true(json_is_null(json_object_get(json_object_get(g, "fallback"), "detector")));
     json_t *dfaults = json_object_get(json_object_get(g, "faults"), "detector");
     assert_int_equal(json_integer_value(json_object_get(dfaults, "failed_runs")), 1);
-    assert_string_equal(str_at(g, "nvml", NULL), "unavailable");
+    assert_string_equal(fwt_json_str(g, "nvml", NULL), "unavailable");
     assert_true(json_is_null(json_object_get(g, "device")));
     json_decref(g);
 
@@ -137,10 +118,10 @@ static void test_role_placement_env(void **state)
     static const char *const args[] = {"--provider", "cuda", NULL};
     fwt_worker_opts o = {.env = off, .args = args};
     fwt_worker *w = fwt_worker_start_opts(&o);
-    json_t *g = get_json(w, "/gpu_info");
-    assert_string_equal(str_at(g, "active_providers", "detector"), "cpu");
-    assert_string_equal(str_at(g, "active_providers", "landmarks"), "cpu");
-    assert_string_equal(str_at(g, "active_providers", "embedder"), "cpu");
+    json_t *g = fwt_get_json(w, "/gpu_info", 200);
+    assert_string_equal(fwt_json_str(g, "active_providers", "detector"), "cpu");
+    assert_string_equal(fwt_json_str(g, "active_providers", "landmarks"), "cpu");
+    assert_string_equal(fwt_json_str(g, "active_providers", "embedder"), "cpu");
     assert_true(json_is_false(json_object_get(g, "gpu_available")));
     json_decref(g);
     assert_int_equal(fwt_worker_stop(w, SIGTERM, 30), 0);

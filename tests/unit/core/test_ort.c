@@ -1,6 +1,9 @@
 /* Unit tests for the ONNX Runtime wrapper: provider names, the real default models (names,
  * shapes, symbolic batch, batch-N == N x batch-1), explicit providers that cannot start,
- * load and run errors, and concurrent runs on one session. */
+ * load and run errors, and concurrent runs on one session; the WebGPU provider on this
+ * host's Vulkan device (lavapipe in make test): batch buckets, Dawn's adapter order from the
+ * Vulkan list, AUTO refusing a software adapter and a device index, padded batches equal to
+ * the CPU's outputs, and two WebGPU sessions run from four threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/ort.h"
+#include "core/vkinfo.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* helpers                                                                              */
@@ -33,18 +37,23 @@ static void model_path(char *buf, size_t cap, const char *file)
     snprintf(buf, cap, "%s/%s", env_or_fail("FW_MODELS_DIR"), file);
 }
 
-static fw_model *load_default(const char *file, fw_provider p)
+static fw_model *load_opts(const char *file, const fw_session_opts *o)
 {
     char path[1024];
     model_path(path, sizeof path, file);
-    fw_session_opts o = {.provider = p, .threads = 1};
     fw_model *m = NULL;
     fw_error e = {0};
-    fw_err rc = fw_model_load(path, &o, &m, &e);
+    fw_err rc = fw_model_load(path, o, &m, &e);
     if (rc)
         fail_msg("loading %s: %s (%s)", path, e.message, fw_err_name(rc));
     assert_non_null(m);
     return m;
+}
+
+static fw_model *load_default(const char *file, fw_provider p)
+{
+    fw_session_opts o = {.provider = p, .threads = 1};
+    return load_opts(file, &o);
 }
 
 /* Deterministic pseudo-random floats in [-1, 1) (the range of normalised pixels). */
@@ -463,11 +472,12 @@ static void *run_thread(void *p)
     return NULL;
 }
 
-static void test_concurrent_runs(void **state)
+/* Four threads run the landmark model, alternately on session a and session b (which may be
+ * a), each run must give what a gave single-threaded. */
+static void check_concurrent_runs(fw_model *a, fw_model *b)
 {
-    (void)state;
     enum { THREADS = 4, INPUTS = 5 };
-    fw_model *m = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
+    fw_model *m = a;
     const size_t per_in = 64 * 64, per_out = 136;
     float *in = malloc(INPUTS * per_in * sizeof *in);
     float *expect = malloc(INPUTS * per_out * sizeof *expect);
@@ -484,7 +494,7 @@ static void test_concurrent_runs(void **state)
     pthread_t th[THREADS];
     thread_arg args[THREADS];
     for (int t = 0; t < THREADS; t++) {
-        args[t] = (thread_arg){m, in, expect, per_in, per_out, INPUTS, 0};
+        args[t] = (thread_arg){t % 2 ? b : a, in, expect, per_in, per_out, INPUTS, 0};
         assert_int_equal(pthread_create(&th[t], NULL, run_thread, &args[t]), 0);
     }
     for (int t = 0; t < THREADS; t++) {
@@ -493,7 +503,193 @@ static void test_concurrent_runs(void **state)
     }
     free(in);
     free(expect);
+}
+
+static void test_concurrent_runs(void **state)
+{
+    (void)state;
+    fw_model *m = load_default("fr_landmark.onnx", FW_PROVIDER_CPU);
+    check_concurrent_runs(m, m);
     fw_model_free(m);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* WebGPU (on this host's Vulkan device: lavapipe in make test)                         */
+
+static void test_webgpu_batch_bucket(void **state)
+{
+    (void)state;
+    static const int64_t cases[][3] = {
+        /* batch, max_batch, bucket */
+        {1, 64, 1},   {2, 64, 2},  {3, 64, 4}, {5, 64, 8}, {33, 64, 64}, {64, 64, 64},
+        {65, 64, 65}, {3, 4, 4},   {4, 4, 4},  {5, 4, 5},  {40, 48, 48}, {47, 48, 48},
+        {49, 48, 49}, {17, 0, 32}, {1, 1, 1},  {2, 1, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (fw_ort_batch_bucket(cases[i][0], (int)cases[i][1]) != cases[i][2])
+            fail_msg("bucket(%lld, %lld) = %lld, want %lld", (long long)cases[i][0],
+                     (long long)cases[i][1],
+                     (long long)fw_ort_batch_bucket(cases[i][0], (int)cases[i][1]),
+                     (long long)cases[i][2]);
+}
+
+static void test_webgpu_names(void **state)
+{
+    (void)state;
+    assert_string_equal(fw_provider_name(FW_PROVIDER_WEBGPU), "webgpu");
+    assert_int_equal(fw_provider_parse("WebGPU"), FW_PROVIDER_WEBGPU);
+    assert_int_equal(fw_webgpu_backend_parse(NULL), FW_WEBGPU_BACKEND_DEFAULT);
+    assert_int_equal(fw_webgpu_backend_parse(""), FW_WEBGPU_BACKEND_DEFAULT);
+    assert_int_equal(fw_webgpu_backend_parse("Vulkan"), FW_WEBGPU_BACKEND_VULKAN);
+    assert_int_equal(fw_webgpu_backend_parse("d3d12"), FW_WEBGPU_BACKEND_D3D12);
+    assert_int_equal(fw_webgpu_backend_parse("metal"), -1);
+    assert_string_equal(fw_webgpu_backend_name(FW_WEBGPU_BACKEND_VULKAN), "vulkan");
+    assert_string_equal(fw_webgpu_backend_name((fw_webgpu_backend)7), "unknown");
+    assert_string_equal(fw_vk_type_name(FW_VK_TYPE_CPU), "cpu");
+    assert_string_equal(fw_vk_type_name(FW_VK_TYPE_DISCRETE), "discrete");
+    assert_string_equal(fw_vk_type_name((fw_vk_type)9), "other");
+    assert_string_equal(fw_vk_vendor_name(0x1002), "AMD");
+    assert_string_equal(fw_vk_vendor_name(0x10de), "NVIDIA");
+    assert_string_equal(fw_vk_vendor_name(0x8086), "Intel");
+    assert_string_equal(fw_vk_vendor_name(0x10005), "Mesa");
+    assert_null(fw_vk_vendor_name(0x1234));
+}
+
+/* Dawn's order: high performance takes a discrete GPU over an integrated one over a CPU
+ * device; low power takes the integrated one; ties keep the enumeration order. */
+static void test_webgpu_preferred_order(void **state)
+{
+    (void)state;
+    fw_vk_devices l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(fw_vk_preferred(&l, false), -1);
+    assert_int_equal(fw_vk_preferred(NULL, false), -1);
+    l.count = 1;
+    l.dev[0].type = FW_VK_TYPE_CPU;
+    assert_int_equal(fw_vk_preferred(&l, false), 0); /* only a CPU device: that one */
+    l.count = 2;
+    l.dev[1].type = FW_VK_TYPE_INTEGRATED;
+    assert_int_equal(fw_vk_preferred(&l, false), 1);
+    assert_int_equal(fw_vk_preferred(&l, true), 1);
+    l.count = 4;
+    l.dev[2].type = l.dev[3].type = FW_VK_TYPE_DISCRETE;
+    assert_int_equal(fw_vk_preferred(&l, false), 2);
+    assert_int_equal(fw_vk_preferred(&l, true), 1);
+    l.dev[1].type = FW_VK_TYPE_VIRTUAL;
+    assert_int_equal(fw_vk_preferred(&l, true), 2);
+}
+
+/* The host's list (make test installs lavapipe, so there is at least that device). */
+static void test_webgpu_host_devices(void **state)
+{
+    (void)state;
+    const fw_vk_devices *vk = fw_vk_devices_get();
+    assert_ptr_equal(vk, fw_vk_devices_get()); /* read once */
+    if (vk->count == 0)
+        fail_msg("no Vulkan device: %s (make webgpu-deps installs lavapipe)", vk->error);
+    assert_true(vk->loaded);
+    for (int i = 0; i < vk->count; i++) {
+        assert_true(vk->dev[i].name[0] != '\0');
+        assert_true(vk->dev[i].api_version[0] >= '1');
+        assert_true((unsigned)vk->dev[i].type <= FW_VK_TYPE_CPU);
+    }
+}
+
+/* The adapter Dawn takes here is a software one. */
+static int webgpu_software_here(void)
+{
+    const fw_vk_devices *vk = fw_vk_devices_get();
+    const int pick = fw_vk_preferred(vk, false);
+    return pick >= 0 && vk->dev[pick].type == FW_VK_TYPE_CPU;
+}
+
+/* AUTO never takes a software adapter, nor a device index; an explicit webgpu with a
+ * device index fails with the reason. */
+static void test_webgpu_auto_and_device_id(void **state)
+{
+    (void)state;
+    const int pick = fw_vk_preferred(fw_vk_devices_get(), false);
+    char why[256];
+    fw_session_opts o = {.provider = FW_PROVIDER_AUTO, .threads = 1};
+    const int ok = fw_ort_webgpu_auto_ok(&o, why, sizeof why);
+    char hint_why[256];
+    const bool hint = fw_vk_gpu_hint(hint_why, sizeof hint_why);
+    if (!hint || pick < 0 || webgpu_software_here()) {
+        assert_false(ok);
+        assert_non_null(strstr(why, !hint      ? "no GPU device on this host"
+                                    : pick < 0 ? "no WebGPU adapter"
+                                               : "software Vulkan device"));
+        if (!getenv("FW_EXPECT_PROVIDER")) {
+            fw_model *m = load_opts("fr_landmark.onnx", &o);
+            assert_string_equal(fw_model_provider(m), "cpu");
+            fw_model_free(m);
+        }
+    } else {
+        assert_true(ok);
+    }
+    o.device_id = 1;
+    assert_false(fw_ort_webgpu_auto_ok(&o, why, sizeof why));
+    assert_non_null(strstr(why, "device id 1"));
+    o.provider = FW_PROVIDER_WEBGPU;
+    char path[1024];
+    model_path(path, sizeof path, "fr_landmark.onnx");
+    fw_model *m = NULL;
+    fw_error e = {0};
+    assert_int_equal(fw_model_load(path, &o, &m, &e), FW_ERR_PROVIDER);
+    assert_null(m);
+    assert_non_null(strstr(e.message, "picks its adapter by power preference"));
+}
+
+/* Batches of 3 padded to 4 (max_batch 4) and of 5 (above it, not padded) give the CPU's
+ * outputs, with the batch's own first dimension. */
+static void check_webgpu_model(const char *file, float tol)
+{
+    fw_session_opts wg = {.provider = FW_PROVIDER_WEBGPU, .max_batch = 4};
+    fw_model *mc = load_default(file, FW_PROVIDER_CPU), *mw = load_opts(file, &wg);
+    assert_string_equal(fw_model_provider(mw), "webgpu");
+    assert_true(fw_model_on_device(mw));
+    assert_int_equal(fw_model_software_device(mw), webgpu_software_here());
+    assert_false(fw_model_software_device(mc));
+    const size_t per = per_item(&fw_model_get_info(mc)->inputs[0]);
+    float *x = malloc(5 * per * sizeof *x);
+    assert_non_null(x);
+    fill_random(x, 5 * per, 11);
+    char what[160];
+    for (size_t n = 3; n <= 5; n += 2) {
+        fw_tensor oc[FW_MAX_OUTPUTS] = {0}, ow[FW_MAX_OUTPUTS] = {0};
+        run_batch(mc, x, n, oc);
+        run_batch(mw, x, n, ow);
+        for (size_t o = 0; o < fw_model_get_info(mc)->n_outputs; o++) {
+            assert_int_equal(ow[o].shape.dims[0], n);
+            assert_int_equal(ow[o].count, oc[o].count);
+            snprintf(what, sizeof what, "%s on webgpu, batch %zu, output %zu", file, n, o);
+            assert_close(ow[o].data, oc[o].data, oc[o].count, tol, what);
+            fw_tensor_clear(&oc[o]);
+            fw_tensor_clear(&ow[o]);
+        }
+    }
+    free(x);
+    fw_model_free(mw);
+    fw_model_free(mc);
+}
+
+static void test_webgpu_padded_batches_match_cpu(void **state)
+{
+    (void)state;
+    check_webgpu_model("fr_landmark.onnx", 1e-3f);
+    check_webgpu_model("fr_feature.onnx", 1e-3f);
+}
+
+/* Two WebGPU sessions run from four threads at once (the worker's model threads): ORT's
+ * shared WebGPU context crashes without the serialisation in ort.c. */
+static void test_webgpu_concurrent_sessions(void **state)
+{
+    (void)state;
+    fw_session_opts wg = {.provider = FW_PROVIDER_WEBGPU, .max_batch = 1};
+    fw_model *a = load_opts("fr_landmark.onnx", &wg), *b = load_opts("fr_landmark.onnx", &wg);
+    check_concurrent_runs(a, b);
+    fw_model_free(a);
+    fw_model_free(b);
 }
 
 /* Threads of this process, from /proc/self/task. */
@@ -587,6 +783,13 @@ int main(void)
         cmocka_unit_test(test_run_errors),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_env_follows_sessions),
+        cmocka_unit_test(test_webgpu_batch_bucket),
+        cmocka_unit_test(test_webgpu_names),
+        cmocka_unit_test(test_webgpu_preferred_order),
+        cmocka_unit_test(test_webgpu_host_devices),
+        cmocka_unit_test(test_webgpu_auto_and_device_id),
+        cmocka_unit_test(test_webgpu_padded_batches_match_cpu),
+        cmocka_unit_test(test_webgpu_concurrent_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

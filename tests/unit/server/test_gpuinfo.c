@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/vkinfo.h"
 #include "server/gpuinfo.h"
 
 static char g_dir[256];
@@ -178,6 +179,65 @@ static void test_init_failure(void **state)
     assert_non_null(strstr(err.message, "nvmlInit: Driver Not Loaded"));
 }
 
+/* /gpu_info's "webgpu" without an engine: not in use, the power preference and backend of
+ * the config, and, on a host with a GPU device node, the adapter Dawn would take and every
+ * Vulkan device as vkinfo lists them (on a CPU-only host none: Vulkan is not loaded for a
+ * description); /health's webgpu_adapter is null then. */
+static void test_webgpu_description(void **state)
+{
+    (void)state;
+    fw_engine_config cfg;
+    fw_engine_config_init(&cfg);
+    cfg.webgpu_power = "low-power";
+    cfg.webgpu_backend = "vulkan";
+    fw_gpu_monitor *mon = NULL;
+    assert_int_equal(fw_gpu_monitor_new("/nonexistent/libnvidia-ml.so.1", &cfg, &mon, NULL), FW_OK);
+    json_t *obj = json_object();
+    fw_gpu_monitor_describe_webgpu(mon, NULL, obj);
+    json_t *w = json_object_get(obj, "webgpu");
+    assert_true(json_is_false(json_object_get(w, "in_use")));
+    assert_string_equal(json_string_value(json_object_get(w, "power_preference")), "low-power");
+    assert_string_equal(json_string_value(json_object_get(w, "backend")), "vulkan");
+    json_t *devs = json_object_get(w, "vulkan_devices");
+    json_t *a = json_object_get(w, "adapter");
+    char why[256];
+    if (!fw_vk_gpu_hint(why, sizeof why)) { /* a CPU-only host: Vulkan is not loaded for this */
+        assert_int_equal(json_array_size(devs), 0);
+        assert_true(json_is_null(a));
+        assert_string_equal(json_string_value(json_object_get(w, "vulkan_error")), why);
+        json_decref(obj);
+        obj = json_object();
+        fw_gpu_monitor_describe_webgpu(mon, NULL, obj);
+        assert_int_equal(
+            json_array_size(json_object_get(json_object_get(obj, "webgpu"), "vulkan_devices")), 0);
+        json_decref(obj);
+        fw_gpu_monitor_free(mon);
+        return;
+    }
+    const fw_vk_devices *vk = fw_vk_devices_get();
+    assert_int_equal(json_array_size(devs), (size_t)vk->count);
+    const int pick = fw_vk_preferred(vk, true);
+    if (pick < 0) {
+        assert_true(json_is_null(a));
+        assert_string_equal(json_string_value(json_object_get(w, "vulkan_error")), vk->error);
+    } else {
+        assert_string_equal(json_string_value(json_object_get(a, "name")), vk->dev[pick].name);
+        assert_string_equal(json_string_value(json_object_get(a, "type")),
+                            fw_vk_type_name(vk->dev[pick].type));
+        assert_int_equal(json_is_true(json_object_get(a, "software")),
+                         vk->dev[pick].type == FW_VK_TYPE_CPU);
+        char id[16];
+        snprintf(id, sizeof id, "0x%04x", vk->dev[pick].vendor_id);
+        assert_string_equal(json_string_value(json_object_get(a, "vendor_id")), id);
+    }
+    json_decref(obj);
+    json_t *h = fw_gpu_webgpu_adapter_json(mon, NULL);
+    assert_true(json_is_null(h));
+    json_decref(h);
+    assert_false(fw_engine_gpu_in_use(NULL));
+    fw_gpu_monitor_free(mon);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_missing_path_and_wrong_library),
         cmocka_unit_test(test_stand_in_devices),
         cmocka_unit_test(test_init_failure),
+        cmocka_unit_test(test_webgpu_description),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
