@@ -352,10 +352,13 @@ static fw_err start_entry(fw_queue *q, redisContext *c, const redisReply *e, lon
         dead_letter(q, j, aerr.status, eb, len, "parse", aerr.message);
         return FW_OK;
     }
-    if (q->cfg.run(q->cfg.user, j->req, j, &err) == FW_OK) {
-        j->req = NULL; /* taken */
+    /* run() takes req, and the job may be completed (and freed by the writer) before it
+     * returns: j is not touched after a success */
+    fw_api_request *req = j->req;
+    j->req = NULL;
+    if (q->cfg.run(q->cfg.user, req, j, &err) == FW_OK)
         return FW_OK;
-    }
+    j->req = req;
     /* busy (or refused): retried after a completion */
     pthread_mutex_lock(&q->mu);
     j->next = q->deferred;
@@ -381,10 +384,11 @@ static size_t run_deferred(fw_queue *q)
         fw_queue_job *j = list;
         list = j->next;
         fw_error err;
-        if (!keep && q->cfg.run(q->cfg.user, j->req, j, &err) == FW_OK) {
-            j->req = NULL;
-            continue;
-        }
+        fw_api_request *req = j->req;
+        j->req = NULL;
+        if (!keep && q->cfg.run(q->cfg.user, req, j, &err) == FW_OK)
+            continue; /* taken; j may be freed already */
+        j->req = req;
         j->next = keep;
         keep = j;
         left++;

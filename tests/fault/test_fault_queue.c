@@ -372,9 +372,38 @@ static void poison_jobs(void **state)
     fthr_free(r);
 }
 
+/* The backend with GPU_WORKER_QUEUE: its calls reach the worker through the stream. */
+static void backend_over_queue(void **state)
+{
+    (void)state;
+    fthr_redis *r = fthr_start(false);
+    fth_proc *w = start_worker(r, "w1", NULL);
+    char env_queue[200];
+    snprintf(env_queue, sizeof env_queue, "GPU_WORKER_QUEUE=%s", r->url);
+    const char *const env[] = {env_queue, NULL};
+    /* the HTTP URL is never used for calls: no worker listens there (the backend's /health
+     * still judges HTTP workers: "degraded" with the fallback; every item below must come
+     * from the queue all the same) */
+    char unused[64];
+    snprintf(unused, sizeof unused, "http://127.0.0.1:%d", fth_free_port());
+    fth_proc *b = fth_backend_start(unused, env, NULL);
+    const int photos[] = {1, 4, 6};
+    fth_tally t = {0};
+    fth_analyze_ok(b->url, photos, 3, &t);
+    char origin[160];
+    snprintf(origin, sizeof origin, "%s", r->url);
+    fth_tally_print(&t, "backend over the queue");
+    assert_int_equal(fth_tally_of(&t, origin), 3);
+    assert_int_equal(fthr_int(r, "XLEN jobs"), 2); /* one job per batch of 2 (the harness) */
+    assert_int_equal(fth_stop(b, SIGTERM, 60), 0);
+    assert_int_equal(fth_stop(w, SIGTERM, 60), 0);
+    fthr_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(backend_over_queue, fth_teardown),
         cmocka_unit_test_teardown(poison_jobs, fth_teardown),
         cmocka_unit_test_teardown(redis_restart, fth_teardown),
         cmocka_unit_test_teardown(three_workers_kill_and_stop, fth_teardown),
