@@ -27,7 +27,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 apt_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libturbojpeg0-dev libspng-dev
   libwebp-dev libsystemd-dev libcmocka-dev python3-onnx python3-numpy nodejs npm
-  curl xz-utils gnuplot-nox valgrind)
+  curl xz-utils gnuplot-nox valgrind libhiredis-dev redis-server)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -145,6 +145,12 @@ typedef enum fw_breaker_state {
  *   fallback              GPU_WORKER_CPU_FALLBACK            1 (0: per-item errors instead)
  *   fallback_models_dir   FACEWORK_MODELS                    the pack setup installed
  *   fallback_threads      GPU_WORKER_CPU_FALLBACK_THREADS    0 (ONNX Runtime's default)
+ *   queue                 GPU_WORKER_QUEUE                   none; redis://HOST:PORT/STREAM:
+ *                         calls go to the workers through that Redis stream (their --queue)
+ *                         instead of HTTP: one job per batch, answers on a reply list of the
+ *                         client; items not answered by the deadline, or answered with a
+ *                         worker fault, go to the CPU fallback. urls, retries and the
+ *                         breaker are then not used; origin is the stream (no password).
  *
  * Durations in the environment use the config syntax ("60", "1.5", "500ms", "2m"). */
 typedef struct fw_client_config {
@@ -168,6 +174,7 @@ typedef struct fw_client_config {
     int fallback;                                 /* bool, or FW_CLIENT_UNSET */
     char fallback_models_dir[FW_CLIENT_PATH_MAX]; /* "" = unset */
     int fallback_threads;                         /* >= 0 */
+    char queue[FW_CLIENT_URL_MAX];                /* redis://HOST:PORT/STREAM; "" = HTTP */
     /* Not from the environment: */
     uint64_t seed;              /* jitter and load-balancing RNG; 0: seeded from the clock */
     struct fw_metrics *metrics; /* optional registry the client registers its metrics in

@@ -6,5 +6,6 @@
 int fw_cli_worker(int argc, char **argv);
 int fw_cli_backend(int argc, char **argv);
 int fw_cli_health(int argc, char **argv);
+int fw_cli_submit(int argc, char **argv);
 
 #endif

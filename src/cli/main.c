@@ -32,6 +32,7 @@ static void usage(FILE *out)
             "  worker [options]       run the inference worker (HTTP, port 8765)\n"
             "  backend [options]      run the resilient backend (HTTP, port 8000)\n"
             "  health [URL]           print a worker's or backend's health\n"
+            "  submit --queue URL DIR push images to workers through Redis, print results\n"
             "  version                print the version\n"
             "\n"
             "options for detect, analyze, compare, models:\n"
@@ -707,6 +708,8 @@ int main(int argc, char **argv)
         return fw_cli_backend(argc, argv);
     if (!strcmp(cmd, "health"))
         return fw_cli_health(argc, argv);
+    if (!strcmp(cmd, "submit"))
+        return fw_cli_submit(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("facework %s\n", fw_version());
         return 0;

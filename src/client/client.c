@@ -25,13 +25,16 @@
 #include "client/breaker.h"
 #include "client/client_config.h"
 #include "client/fallback.h"
+#include "client/queue.h"
 #include "client/response.h"
 #include "client/transport.h"
 #include "core/align.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/metrics.h"
+#include "util/redis.h"
 
 #define NS_PER_S 1000000000.0
 #define MAX_BATCH_BYTES ((size_t)32u * 1024u * 1024u) /* image bytes per request */
@@ -59,6 +62,8 @@ typedef struct worker {
     fw_metric *m_trans[FW_BREAKER__COUNT][FW_BREAKER__COUNT];
 } worker;
 
+#define QPOOL_MAX 16
+
 struct fw_client {
     fw_client_config cfg; /* resolved */
     fw_client_http http;
@@ -75,6 +80,11 @@ struct fw_client {
     uint64_t calls, items, items_worker, items_fallback, items_error;
     uint64_t hist[N_HIST];
     fw_metric *m_items_worker, *m_items_fallback, *m_items_error, *m_gpu_ratio, *m_fb_ratio;
+    /* queue transport (cfg.queue): idle connections, each with its reply list */
+    char queue_origin[FW_CLIENT_URL_MAX]; /* the stream, without credentials */
+    fw_qclient *qpool[QPOOL_MAX];
+    size_t n_qpool;
+    uint64_t qjobs;
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -757,11 +767,151 @@ static void run_workers(call *k)
     }
 }
 
+/* ---- the queue transport (GPU_WORKER_QUEUE) ------------------------------------------------ */
+
+/* {"images":[{"id":"0","data":"<base64>"}...],"options":{...}}: the /v1 JSON body. */
+static char *queue_body(call *k, const batch *b, size_t *len)
+{
+    fw_buf buf;
+    fw_buf_init(&buf);
+    fw_buf_puts(&buf, "{\"images\":[");
+    for (size_t j = 0; j < b->n; j++) {
+        const fw_blob *bl = &k->blobs[b->idx[j]];
+        size_t el = fw_base64_encoded_len(bl->len);
+        fw_buf_printf(&buf, "%s{\"id\":\"%zu\",\"data\":\"", j ? "," : "", j);
+        if (fw_buf_reserve(&buf, el + 1)) {
+            fw_base64_encode(bl->data ? bl->data : (const uint8_t *)"", bl->len,
+                             buf.data + buf.len);
+            buf.len += el;
+        }
+        fw_buf_puts(&buf, "\"}");
+    }
+    fw_buf_printf(&buf, "],\"options\":%s}", k->options_json);
+    return fw_buf_detach(&buf, len);
+}
+
+/* One answer: the batch whose job id it names gets its items (worker faults and whole-job
+ * errors go to the fallback). Returns false when no batch of this call has that id. */
+static bool queue_answer(call *k, const fw_qclient_reply *r, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(r->id, prefix, pl) != 0)
+        return false;
+    char *end;
+    unsigned long n = strtoul(r->id + pl, &end, 10);
+    batch *b = k->all;
+    for (unsigned long i = 0; b && i < n; i++)
+        b = b->next_all;
+    if (*end || !b || b->state == B_DONE)
+        return false;
+    const char *res = strstr(r->json, ",\"result\":");
+    fw__item_out *outs = calloc(b->n, sizeof *outs);
+    fw_error e;
+    fw_error_clear(&e);
+    const char *origin = k->c->queue_origin;
+    if (r->status != 200 || !res || !outs ||
+        fw__response_parse(res + 10, r->len - (size_t)(res + 10 - r->json) - 1, k->kind, b->n, outs,
+                           &e) != FW_OK) {
+        batch_error(k, b, FW_ERR_UNAVAILABLE, "queue %s: job answered with status %d%s%s", origin,
+                    r->status, e.message[0] ? ": " : "", e.message);
+        free(outs);
+        to_fallback(k, b);
+        return true;
+    }
+    for (size_t j = 0; j < b->n; j++) {
+        size_t i = b->idx[j];
+        if (outs[j].final) {
+            finish_item_worker(k, i, &outs[j], origin);
+            continue;
+        }
+        set_item_error(&k->results[i], outs[j].res.status, "queue %s: %s: %s", origin, outs[j].code,
+                       outs[j].res.message);
+        fw_result_clear(&outs[j].res);
+        k->state[i] = IT_FALLBACK;
+    }
+    free(outs);
+    b->state = B_DONE;
+    return true;
+}
+
+/* Runs every batch of k as one job on the queue and waits (until the call's deadline) for
+ * the answers; what is not answered goes to the CPU fallback. */
+static void run_queue(call *k)
+{
+    fw_client *c = k->c;
+    fw_error e;
+    pthread_mutex_lock(&c->mu);
+    fw_qclient *q = c->n_qpool ? c->qpool[--c->n_qpool] : NULL;
+    uint64_t seq = ++c->qjobs;
+    pthread_mutex_unlock(&c->mu);
+    uint64_t now = fw_now_ns();
+    double left = k->deadline > now ? (double)(k->deadline - now) / NS_PER_S : 0;
+    if (!q && fw_qclient_new(c->cfg.queue,
+                             left < c->cfg.connect_timeout_s ? left : c->cfg.connect_timeout_s, &q,
+                             &e) != FW_OK) {
+        for (batch *b = k->all; b; b = b->next_all) {
+            batch_error(k, b, FW_ERR_UNAVAILABLE, "queue %s: %s", c->queue_origin, e.message);
+            to_fallback(k, b);
+        }
+        return;
+    }
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s/%" PRIu64 "/", fw_qclient_reply_key(q), seq);
+    size_t waiting = 0, n = 0;
+    bool broken = false;
+    for (batch *b = k->all; b; b = b->next_all, n++) {
+        char id[200];
+        snprintf(id, sizeof id, "%s%zu", prefix, n);
+        size_t len = 0;
+        char *body = queue_body(k, b, &len);
+        fw_err rc = body ? fw_qclient_submit(q, id, body, len, route_path(k->kind), 0, &e)
+                         : fw_error_set(&e, FW_ERR_NOMEM, "out of memory");
+        free(body);
+        if (rc) {
+            broken = rc == FW_ERR_UNAVAILABLE;
+            batch_error(k, b, rc, "queue %s: %s", c->queue_origin, e.message);
+            to_fallback(k, b);
+        } else {
+            waiting++;
+        }
+    }
+    while (waiting > 0 && !broken) {
+        now = fw_now_ns();
+        if (now >= k->deadline)
+            break;
+        fw_qclient_reply r;
+        fw_err rc = fw_qclient_next(q, (double)(k->deadline - now) / NS_PER_S, &r, &e);
+        if (rc == FW_ERR_PARSE)
+            continue;
+        if (rc) {
+            broken = rc == FW_ERR_UNAVAILABLE;
+            break;
+        }
+        /* a late answer to an earlier call on this connection is dropped */
+        if (queue_answer(k, &r, prefix))
+            waiting--;
+        fw_qclient_reply_clear(&r);
+    }
+    for (batch *b = k->all; b; b = b->next_all)
+        if (b->state != B_DONE) {
+            batch_error(k, b, FW_ERR_TIMEOUT, "queue %s: no answer before the deadline",
+                        c->queue_origin);
+            to_fallback(k, b);
+        }
+    pthread_mutex_lock(&c->mu);
+    if (!broken && c->n_qpool < QPOOL_MAX) {
+        c->qpool[c->n_qpool++] = q;
+        q = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    fw_qclient_free(q);
+}
+
 /* ---- the CPU fallback -------------------------------------------------------------------- */
 
 static void fallback_disabled(call *k, const size_t *idx, size_t m)
 {
-    bool enabled = k->c->cfg.enabled && k->c->n_workers;
+    bool enabled = k->c->cfg.enabled && (k->c->n_workers || k->c->cfg.queue[0]);
     for (size_t j = 0; j < m; j++) {
         fw_client_result *r = &k->results[idx[j]];
         if (r->result.status == FW_OK) {
@@ -1013,7 +1163,7 @@ static fw_err run_call(fw_client *c, fw__resp_kind kind, const fw_blob *blobs, s
     cond_init_mono(&k.cv);
 
     bool nomem = false;
-    if (c->cfg.enabled && c->n_workers) {
+    if (c->cfg.enabled && (c->n_workers || c->cfg.queue[0])) {
         size_t start = 0;
         while (start < n && !nomem) {
             size_t end = start, bytes = 0;
@@ -1033,6 +1183,8 @@ static fw_err run_call(fw_client *c, fw__resp_kind kind, const fw_blob *blobs, s
             free_batches(&k);
             for (size_t i = 0; i < n; i++)
                 k.state[i] = IT_FALLBACK;
+        } else if (c->cfg.queue[0]) {
+            run_queue(&k);
         } else {
             run_workers(&k);
         }
@@ -1255,6 +1407,14 @@ fw_err fw_client_new(const fw_client_config *cfg, fw_client **out, fw_error *err
         free(c);
         return rc;
     }
+    if (c->cfg.queue[0]) {
+        fw_redis_url qu;
+        if ((rc = fw_redis_url_parse(c->cfg.queue, &qu, err))) {
+            free(c);
+            return rc;
+        }
+        fw_redis_url_describe(&qu, c->queue_origin, sizeof c->queue_origin);
+    }
     uint64_t seed = c->cfg.seed ? c->cfg.seed : fw_now_ns() ^ ((uint64_t)getpid() << 32);
     fw__rng_seed(&c->rng, seed);
     pthread_mutex_init(&c->mu, NULL);
@@ -1330,6 +1490,8 @@ void fw_client_free(fw_client *c)
     if (c->health_started)
         pthread_join(c->health_thread, NULL);
     fw__transport_free(c->tp);
+    for (size_t i = 0; i < c->n_qpool; i++)
+        fw_qclient_free(c->qpool[i]);
     fw__fallback_destroy(&c->fb);
     pthread_cond_destroy(&c->health_cv);
     pthread_mutex_destroy(&c->mu);

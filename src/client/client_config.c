@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "util/config.h"
+#include "util/redis.h"
 
 void fw_client_config_init(fw_client_config *cfg)
 {
@@ -211,6 +212,11 @@ fw_err fw__client_config_resolve(const fw_client_config *in, fw_client_config *o
     CHECK(out->fallback == 0 || out->fallback == 1, "fallback: must be 0 or 1");
     CHECK(out->fallback_threads >= 0 && out->fallback_threads <= 256,
           "fallback_threads: must be 0..256");
+    if (out->queue[0]) {
+        fw_redis_url u;
+        fw_error qe;
+        CHECK(fw_redis_url_parse(out->queue, &u, &qe) == FW_OK, "queue: %s", qe.message);
+    }
     return FW_OK;
 }
 
@@ -237,6 +243,7 @@ enum {
     O_FALLBACK,
     O_MODELS,
     O_FB_THREADS,
+    O_QUEUE,
     O__COUNT
 };
 
@@ -245,7 +252,7 @@ fw_err fw_client_config_from_env(fw_client_config *cfg, const char *dotenv_path,
     if (!cfg)
         return fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "config: NULL");
     bool enabled = true, fallback = true;
-    char *url = NULL, *key = NULL, *http = NULL, *models = NULL;
+    char *url = NULL, *key = NULL, *http = NULL, *models = NULL, *queue = NULL;
     double timeout = 0, attempt = 0, connect = 0, health = 0, recovery = 0, bbase = 0, bmax = 0;
     int retries = 0, batch = 0, cbfail = 0, cbsucc = 0, cbmin = 0, maxconn = 0, fbthreads = 0;
 #define ENVOPT(env, type, def, help, dest, lo, hi)                                                 \
@@ -289,9 +296,12 @@ fw_err fw_client_config_from_env(fw_client_config *cfg, const char *dotenv_path,
             ENVOPT("FACEWORK_MODELS", FW_OPT_STRING, NULL, "fallback models", &models, 0, 0),
         [O_FB_THREADS] = ENVOPT("GPU_WORKER_CPU_FALLBACK_THREADS", FW_OPT_INT, "0",
                                 "fallback threads", &fbthreads, 0, 256),
+        [O_QUEUE] =
+            ENVOPT("GPU_WORKER_QUEUE", FW_OPT_STRING, NULL, "Redis job stream", &queue, 0, 0),
     };
 #undef ENVOPT
     t[O_KEY].flags = FW_OPT_SECRET;
+    t[O_QUEUE].flags = FW_OPT_SECRET; /* may hold a password */
     fw_config_opts co = {.dotenv_path = dotenv_path};
     fw_err rc = fw_config_parse_ex(t, O__COUNT, 0, NULL, &co, err);
     if (rc)
@@ -317,6 +327,10 @@ fw_err fw_client_config_from_env(fw_client_config *cfg, const char *dotenv_path,
         rc =
             fw_error_set(err, FW_ERR_INVALID_ARGUMENT, "FACEWORK_MODELS (%s): longer than %d bytes",
                          fw_config_source_name(t[O_MODELS].source), FW_CLIENT_PATH_MAX - 1);
+    } else if (queue && strlen(queue) >= FW_CLIENT_URL_MAX) {
+        rc = fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
+                          "GPU_WORKER_QUEUE (%s): longer than %d bytes",
+                          fw_config_source_name(t[O_QUEUE].source), FW_CLIENT_URL_MAX - 1);
     } else if (bmax < bbase) {
         rc = fw_error_set(err, FW_ERR_INVALID_ARGUMENT,
                           "GPU_WORKER_BACKOFF_MAX (%s): must not be below GPU_WORKER_BACKOFF_BASE",
@@ -347,6 +361,8 @@ fw_err fw_client_config_from_env(fw_client_config *cfg, const char *dotenv_path,
         if (!c.fallback_models_dir[0] && models)
             snprintf(c.fallback_models_dir, sizeof c.fallback_models_dir, "%s", models);
         def_int(&c.fallback_threads, fbthreads);
+        if (!c.queue[0] && queue)
+            snprintf(c.queue, sizeof c.queue, "%s", queue);
         fw_client_config resolved;
         rc = fw__client_config_resolve(&c, &resolved, err);
         if (rc == FW_OK)

@@ -30,6 +30,7 @@ void fw_api_limits_init(fw_api_limits *limits)
     limits->max_image_bytes = FW_API_DEFAULT_MAX_IMAGE_BYTES;
     limits->max_body_bytes = FW_API_DEFAULT_MAX_BODY_BYTES;
     limits->max_header_bytes = FW_MULTIPART_DEFAULT_MAX_HEADER_BYTES;
+    limits->files_root = NULL;
 }
 
 static const char *const ROUTE_PATHS[FW_ROUTE__COUNT] = {
@@ -240,6 +241,51 @@ static fw_err item_set_base64(parse_ctx *c, fw_api_item *it, const char *s, size
     }
     if (rc) {
         item_fail(it, rc, "invalid base64: %s", e.message);
+        return FW_OK;
+    }
+    if (len == 0) {
+        free(buf);
+        item_fail(it, FW_ERR_EMPTY_INPUT, "empty image");
+        return FW_OK;
+    }
+    it->owned = buf;
+    it->data = buf;
+    it->len = len;
+    return FW_OK;
+}
+
+/* An item named by a file under lim.files_root (queue jobs). */
+static fw_err item_set_file(parse_ctx *c, fw_api_item *it, const char *s, size_t n)
+{
+    if (n == 0 || memchr(s, '\0', n) || n >= 4096) {
+        item_fail(it, FW_ERR_INVALID_ARGUMENT, "bad file path");
+        return FW_OK;
+    }
+    char joined[8192], root[PATH_MAX], real[PATH_MAX];
+    snprintf(joined, sizeof joined, "%s%s%.*s", s[0] == '/' ? "" : c->lim.files_root,
+             s[0] == '/' ? "" : "/", (int)n, s);
+    if (!realpath(c->lim.files_root, root)) {
+        item_fail(it, FW_ERR_NOT_FOUND, "the worker's files directory is missing");
+        return FW_OK;
+    }
+    if (!realpath(joined, real)) {
+        item_fail(it, FW_ERR_NOT_FOUND, "no such file");
+        return FW_OK;
+    }
+    size_t rl = strlen(root);
+    if (strncmp(real, root, rl) != 0 || (real[rl] != '/' && !(rl == 1 && root[0] == '/'))) {
+        item_fail(it, FW_ERR_INVALID_ARGUMENT, "the file is outside the worker's files directory");
+        return FW_OK;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    fw_error e;
+    fw_err rc = fw_read_file(real, c->lim.max_image_bytes, &buf, &len, &e);
+    if (rc == FW_ERR_NOMEM)
+        return api_fail(c->err, FW_ERR_NOMEM, "out of memory reading a file");
+    if (rc) {
+        item_fail(it, rc, "%s",
+                  rc == FW_ERR_TOO_LARGE ? "image is over the byte limit" : "cannot read the file");
         return FW_OK;
     }
     if (len == 0) {
@@ -575,7 +621,17 @@ static fw_err json_images(parse_ctx *c, json_t *root, const char *id_key)
             return api_fail(c->err, FW_ERR_PARSE, "images[%zu] must be an object", i);
         if ((rc = json_id(c, json_object_get(e, id_key), id_key, i, it->id)))
             return rc;
-        json_t *data = json_object_get(e, "data");
+        json_t *data = json_object_get(e, "data"), *path = json_object_get(e, "path");
+        if (!data && json_is_string(path) && c->lim.files_root) {
+            if ((rc = item_set_file(c, it, json_string_value(path), json_string_length(path))))
+                return rc;
+            continue;
+        }
+        if (!data && path && !c->lim.files_root)
+            return api_fail(c->err, FW_ERR_PARSE,
+                            "images[%zu].path: file paths are not accepted here (queue jobs "
+                            "of a worker with --queue-files only)",
+                            i);
         if (!json_is_string(data))
             return api_fail(c->err, FW_ERR_PARSE, "images[%zu].data must be a base64 string", i);
         if ((rc = item_set_base64(c, it, json_string_value(data), json_string_length(data))))
@@ -850,6 +906,7 @@ fw_err fw_api_parse(fw_api_route route, const char *content_type, const uint8_t 
             c.lim.max_body_bytes = limits->max_body_bytes;
         if (limits->max_header_bytes)
             c.lim.max_header_bytes = limits->max_header_bytes;
+        c.lim.files_root = limits->files_root;
     }
     if ((unsigned)route >= FW_ROUTE__COUNT)
         return api_fail(c.err, FW_ERR_NOT_FOUND, "unknown route");

@@ -100,6 +100,13 @@ typedef struct fw_api_limits {
     size_t max_image_bytes;  /* per decoded image; more: per-item TOO_LARGE. 0: default */
     size_t max_body_bytes;   /* whole body; more: 413. 0: FW_API_DEFAULT_MAX_BODY_BYTES */
     size_t max_header_bytes; /* multipart headers per part; 0: the multipart default */
+    /* v1 JSON items may name a file instead of carrying bytes: {"id"?, "path": "..."}, read
+     * from this directory (a relative path is taken under it; an absolute one must lie in
+     * it once symlinks are resolved). NULL: "path" is refused (400), as over HTTP. Queue
+     * jobs only (server/queue.h). A missing or unreadable file is a per-item error
+     * (NOT_FOUND, IO), one over max_image_bytes TOO_LARGE, one outside the directory
+     * INVALID_ARGUMENT. Not owned. */
+    const char *files_root;
 } fw_api_limits;
 
 typedef struct fw_api_options {

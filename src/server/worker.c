@@ -24,12 +24,14 @@
 #include "server/batcher.h"
 #include "server/gpuinfo.h"
 #include "server/http.h"
+#include "server/queue.h"
 #include "server/sdnotify.h"
 #include "util/config.h"
 #include "util/lockfile.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "util/procstat.h"
+#include "util/redis.h"
 #include "util/signals.h"
 #include "util/supervise.h"
 
@@ -56,6 +58,10 @@ typedef struct worker_opts {
     char *api_key, *api_key_file, *worker_id, *lock_file, *port_file, *log_format, *log_level;
     bool supervise;
     int max_restarts;
+    /* queue mode (server/queue.h) */
+    char *queue, *queue_group, *queue_consumer, *queue_results, *queue_dead, *queue_files;
+    int queue_prefetch, queue_max_deliveries;
+    double queue_claim_idle, queue_result_ttl;
 } worker_opts;
 
 #define OPT(n, e, t, d, h, f)                                                                      \
@@ -107,6 +113,47 @@ static size_t gpu_options(worker_opts *o, fw_option *t)
                             "model warm-up at load: auto (GPU: every power of two up to the "
                             "largest batch; CPU: batch 1), all, one or none",
                             &o->warmup);
+    return n;
+}
+
+/* Queue mode (server/queue.h); returns how many it wrote. */
+static size_t queue_options(worker_opts *o, fw_option *t)
+{
+    size_t n = 0;
+    t[n++] = (fw_option)OPT("queue", "FACEWORK_QUEUE", FW_OPT_STRING, NULL,
+                            "also consume jobs from this Redis stream: redis://HOST:PORT/STREAM",
+                            &o->queue);
+    t[n - 1].flags = FW_OPT_SECRET; /* the URL may hold a password */
+    t[n++] = (fw_option)OPT("queue-group", "FACEWORK_QUEUE_GROUP", FW_OPT_STRING, "facework",
+                            "consumer group of the job stream", &o->queue_group);
+    t[n++] =
+        (fw_option)OPT("queue-consumer", "FACEWORK_QUEUE_CONSUMER", FW_OPT_STRING, NULL,
+                       "this worker's consumer name (default: the worker id)", &o->queue_consumer);
+    t[n++] = (fw_option)OPT("queue-results", "FACEWORK_QUEUE_RESULTS", FW_OPT_STRING, NULL,
+                            "results stream for jobs without reply_to (default STREAM:results)",
+                            &o->queue_results);
+    t[n++] = (fw_option)OPT("queue-dead", "FACEWORK_QUEUE_DEAD", FW_OPT_STRING, NULL,
+                            "dead-letter stream (default STREAM:dead)", &o->queue_dead);
+    t[n++] = (fw_option)OPT("queue-files", "FACEWORK_QUEUE_FILES", FW_OPT_STRING, NULL,
+                            "jobs may name image files (\"path\") under this directory "
+                            "(default: inline base64 only)",
+                            &o->queue_files);
+    t[n] = (fw_option)OPT("queue-prefetch", "FACEWORK_QUEUE_PREFETCH", FW_OPT_INT, "0",
+                          "jobs read and not yet answered, at most (0: 2 x --max-batch)",
+                          &o->queue_prefetch);
+    t[n].min = 0, t[n++].max = 100000;
+    t[n] = (fw_option)OPT("queue-claim-idle", "FACEWORK_QUEUE_CLAIM_IDLE", FW_OPT_DURATION, "60s",
+                          "reclaim entries another consumer left pending this long",
+                          &o->queue_claim_idle);
+    t[n].min = 0.01, t[n++].max = 86400;
+    t[n] = (fw_option)OPT("queue-max-deliveries", "FACEWORK_QUEUE_MAX_DELIVERIES", FW_OPT_INT, "5",
+                          "an entry delivered more often goes to the dead-letter stream",
+                          &o->queue_max_deliveries);
+    t[n].min = 1, t[n++].max = 1000000;
+    t[n] = (fw_option)OPT("queue-result-ttl", "FACEWORK_QUEUE_RESULT_TTL", FW_OPT_DURATION, "24h",
+                          "life of result keys (idempotency by job id) and reply lists",
+                          &o->queue_result_ttl);
+    t[n].min = 1, t[n++].max = 365 * 86400.0;
     return n;
 }
 
@@ -225,10 +272,11 @@ static size_t build_options(worker_opts *o, fw_option *t)
                           "--supervise: consecutive failed restarts before giving up",
                           &o->max_restarts);
     t[n].min = 0, t[n++].max = 1000000;
+    n += queue_options(o, t + n);
     return n;
 }
 
-#define MAX_OPTIONS 64
+#define MAX_OPTIONS 80
 
 /* ------------------------------------------------------------------------------------ */
 /* state                                                                                */
@@ -245,6 +293,7 @@ typedef struct worker {
     fw_engine *eng;
     fw_batcher *batcher;
     fw_http_server *http;
+    fw_queue *queue; /* NULL unless --queue */
     fw_metrics *reg;
     fw_lock *lock;
     atomic_int state;
@@ -338,9 +387,11 @@ static bool authorized(const worker *w, fw_http_request *req)
 /* ------------------------------------------------------------------------------------ */
 /* inference routes                                                                     */
 
+/* One request's (or queue job's) work: answered over HTTP (req) or to the queue (qjob). */
 typedef struct job_ctx {
     worker *w;
     fw_http_request *req;
+    fw_queue_job *qjob;
     fw_api_request *api;
     fw_blob *blobs;
     size_t *index;          /* blobs[k] is api->items[index[k]] */
@@ -354,7 +405,7 @@ static void job_free(job_ctx *c)
 {
     if (!c)
         return;
-    if (c->results)
+    if (c->results && c->api)
         for (size_t i = 0; i < c->api->n_items; i++)
             fw_result_clear(&c->results[i]);
     free(c->results);
@@ -363,6 +414,28 @@ static void job_free(job_ctx *c)
     free(c->index);
     fw_api_request_free(c->api);
     free(c);
+}
+
+/* A queue job's outcome: the body (NULL: not encoded), and whether it is final. Items cut
+ * short by a shutdown (UNAVAILABLE) leave the entry for another consumer. */
+static void queue_respond(job_ctx *c, char *body, size_t len, size_t errors)
+{
+    fw_queue_result res = {
+        .status = 200, .body = body, .len = len, .n_items = c->api->n_items, .n_failed = errors};
+    for (size_t i = 0; i < c->api->n_items; i++) {
+        const fw_api_item *it = &c->api->items[i];
+        fw_err code = it->error != FW_OK ? it->error : c->results[i].status;
+        const char *msg = it->error != FW_OK ? it->message : c->results[i].message;
+        if (code == FW_ERR_UNAVAILABLE)
+            res.retry = true;
+        if (code != FW_OK && !res.first_error[0])
+            snprintf(res.first_error, sizeof res.first_error, "%s: %s", fw_err_name(code), msg);
+    }
+    if (res.retry) {
+        free(body);
+        res.body = NULL;
+    }
+    fw_queue_complete(c->qjob, &res);
 }
 
 /* Encodes and sends the response for a finished (or item-error-only) job, frees it. */
@@ -392,9 +465,13 @@ static void job_respond(job_ctx *c)
     char *body = NULL;
     size_t len = 0;
     fw_error err;
-    if (fw_api_encode_response(c->api, c->results, &info, &body, &len, &err) != FW_OK) {
-        FW_ERROR("worker", "encode failed", "request_id=%s error=\"%s\"", c->req->request_id,
-                 err.message);
+    fw_err rc = fw_api_encode_response(c->api, c->results, &info, &body, &len, &err);
+    if (rc != FW_OK)
+        FW_ERROR("worker", "encode failed", "request_id=%s error=\"%s\"",
+                 c->req ? c->req->request_id : "queue", err.message);
+    if (c->qjob) {
+        queue_respond(c, rc == FW_OK ? body : NULL, len, errors);
+    } else if (rc != FW_OK) {
         fw_http_respond_error(c->req, 503, "internal_error", "could not encode the response", 1);
     } else {
         fw_http_respond_take(c->req, 200, "application/json", NULL, 0, body, len);
@@ -415,7 +492,61 @@ static void on_job_done(void *user, fw_result *results, size_t n)
 static bool job_cancelled(void *user)
 {
     const job_ctx *c = user;
-    return fw_http_request_abandoned(c->req);
+    return c->req && fw_http_request_abandoned(c->req);
+}
+
+/* Feeds a parsed request to the batcher; its answer goes to req (HTTP) or qjob (queue).
+ * FW_OK: api is taken and the answer will be given exactly once. Otherwise api stays the
+ * caller's and nothing was answered: BUSY (queue full), UNAVAILABLE (draining), NOMEM. */
+static fw_err start_job(worker *w, fw_api_request *api, fw_http_request *req, fw_queue_job *qjob,
+                        fw_error *err)
+{
+    job_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    c->w = w;
+    c->req = req;
+    c->qjob = qjob;
+    c->api = api;
+    c->t0 = now_s();
+    size_t n = api->n_items;
+    c->results = calloc(n, sizeof *c->results);
+    c->job_results = calloc(n, sizeof *c->job_results);
+    c->blobs = calloc(n, sizeof *c->blobs);
+    c->index = calloc(n, sizeof *c->index);
+    if (!c->results || !c->job_results || !c->blobs || !c->index) {
+        c->api = NULL;
+        job_free(c);
+        return fw_error_set(err, FW_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (api->items[i].error != FW_OK)
+            continue;
+        c->blobs[c->n_jobs] = (fw_blob){api->items[i].data, api->items[i].len};
+        c->index[c->n_jobs++] = i;
+    }
+    if (c->n_jobs == 0) {
+        job_respond(c); /* every item failed to parse: per-item errors only */
+        return FW_OK;
+    }
+    fw_batcher_job job = {
+        .kind = api->route == FW_ROUTE_V1_EMBED    ? FW_JOB_EMBED_IMAGES
+                : api->route == FW_ROUTE_V1_DETECT ? FW_JOB_DETECT
+                                                   : FW_JOB_ANALYZE,
+        .inputs = c->blobs,
+        .n = c->n_jobs,
+        .results = c->job_results,
+        .done = on_job_done,
+        .user = c,
+        .cancelled = job_cancelled,
+    };
+    fw_api_analyze_opts(api, &job.opts);
+    fw_err rc = fw_batcher_submit(w->batcher, &job, err);
+    if (rc == FW_OK)
+        return FW_OK;
+    c->api = NULL;
+    job_free(c);
+    return rc;
 }
 
 static void handle_infer(fw_http_request *req, void *user)
@@ -450,60 +581,36 @@ static void handle_infer(fw_http_request *req, void *user)
             fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
         return;
     }
-    job_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
-        fw_api_request_free(api);
-        fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
-        return;
-    }
-    c->w = w;
-    c->req = req;
-    c->api = api;
-    c->t0 = now_s();
-    size_t n = api->n_items;
-    c->results = calloc(n, sizeof *c->results);
-    c->job_results = calloc(n, sizeof *c->job_results);
-    c->blobs = calloc(n, sizeof *c->blobs);
-    c->index = calloc(n, sizeof *c->index);
-    if (!c->results || !c->job_results || !c->blobs || !c->index) {
-        job_free(c);
-        fw_http_respond_error(req, 503, "out_of_memory", "out of memory", 1);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (api->items[i].error != FW_OK)
-            continue;
-        c->blobs[c->n_jobs] = (fw_blob){api->items[i].data, api->items[i].len};
-        c->index[c->n_jobs++] = i;
-    }
-    if (c->n_jobs == 0) {
-        job_respond(c); /* every item failed to parse: per-item errors only */
-        return;
-    }
-    fw_batcher_job job = {
-        .kind = route == FW_ROUTE_V1_EMBED    ? FW_JOB_EMBED_IMAGES
-                : route == FW_ROUTE_V1_DETECT ? FW_JOB_DETECT
-                                              : FW_JOB_ANALYZE,
-        .inputs = c->blobs,
-        .n = c->n_jobs,
-        .results = c->job_results,
-        .done = on_job_done,
-        .user = c,
-        .cancelled = job_cancelled,
-    };
-    fw_api_analyze_opts(api, &job.opts);
     fw_error err;
-    fw_err rc = fw_batcher_submit(w->batcher, &job, &err);
+    fw_err rc = start_job(w, api, req, NULL, &err);
     if (rc == FW_OK)
         return;
-    c->req = NULL;
-    job_free(c);
+    fw_api_request_free(api);
     if (rc == FW_ERR_BUSY)
         fw_http_respond_error(req, 503, "busy", "the queue is full; retry later", 1);
     else if (rc == FW_ERR_UNAVAILABLE)
         fw_http_respond_error(req, 503, "unavailable", "worker is shutting down", 5);
     else
         fw_http_respond_error(req, 503, fw_err_name(rc), err.message, 1);
+}
+
+/* Queue mode: runs a job read from the stream (server/queue.h). */
+static fw_err queue_run(void *user, fw_api_request *api, fw_queue_job *job, fw_error *err)
+{
+    worker *w = user;
+    if (atomic_load(&w->state) != STATE_READY)
+        return fw_error_set(err, FW_ERR_BUSY, "not ready");
+    return start_job(w, api, NULL, job, err);
+}
+
+/* Queue mode: images the batcher would accept now. */
+static size_t queue_capacity(void *user)
+{
+    worker *w = user;
+    if (atomic_load(&w->state) != STATE_READY || !w->batcher)
+        return 0;
+    size_t depth = fw_batcher_queue_depth(w->batcher), max = (size_t)w->o.max_queue;
+    return depth < max ? max - depth : 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -914,6 +1021,28 @@ static void gpu_batching(const worker *w, fw_batcher_config *bc)
                 bc->detect_threads, bc->embed_threads);
 }
 
+static fw_err start_queue(worker *w, fw_error *err)
+{
+    fw_queue_config qc;
+    fw_queue_config_init(&qc);
+    qc.url = w->o.queue;
+    qc.group = w->o.queue_group;
+    qc.consumer = w->o.queue_consumer ? w->o.queue_consumer : w->worker_id;
+    qc.results_stream = w->o.queue_results;
+    qc.dead_stream = w->o.queue_dead;
+    qc.prefetch = w->o.queue_prefetch > 0 ? w->o.queue_prefetch : 2 * w->o.max_batch;
+    qc.claim_idle_s = w->o.queue_claim_idle;
+    qc.max_deliveries = w->o.queue_max_deliveries;
+    qc.result_ttl_s = w->o.queue_result_ttl;
+    qc.limits = w->limits;
+    qc.limits.files_root = w->o.queue_files;
+    qc.metrics = w->reg;
+    qc.run = queue_run;
+    qc.capacity = queue_capacity;
+    qc.user = w;
+    return fw_queue_new(&qc, &w->queue, err);
+}
+
 static int run_worker(worker *w)
 {
     fw_error err;
@@ -1047,6 +1176,11 @@ static int run_worker(worker *w)
         goto out;
     }
     set_state(w, STATE_READY);
+    if (w->o.queue && start_queue(w, &err)) {
+        FW_ERROR("worker", "queue", "error=\"%s\"", err.message);
+        fprintf(stderr, "facework worker: --queue: %s\n", err.message);
+        goto out;
+    }
     if (w->o.port_file)
         write_port_file(w->o.port_file, addr);
     fw_sd_ready();
@@ -1066,10 +1200,19 @@ static int run_worker(worker *w)
     set_state(w, STATE_DRAINING);
     fw_sd_stopping();
     fw_http_server_stop_accepting(w->http);
+    fw_queue_stop_reading(w->queue);
     double deadline = now_s() + w->o.drain_timeout;
     int left_ms = (int)(w->o.drain_timeout * 1000);
     if (fw_batcher_drain(w->batcher, left_ms) != FW_OK)
         FW_WARN("worker", "drain timed out", "queue_depth=%zu", fw_batcher_queue_depth(w->batcher));
+    /* queue results still being written to Redis */
+    left_ms = (int)((deadline - now_s()) * 1000);
+    if (w->queue && fw_queue_drain(w->queue, left_ms > 0 ? left_ms : 0) != FW_OK) {
+        fw_queue_stats qs;
+        fw_queue_get_stats(w->queue, &qs);
+        FW_WARN("worker", "queue results not all written: their entries stay pending",
+                "inflight=%zu", qs.inflight);
+    }
     /* responses already handed to the transport are being written */
     while (fw_http_server_inflight(w->http) > 0 && now_s() < deadline) {
         struct timespec pause = {0, 5 * 1000000};
@@ -1087,8 +1230,10 @@ out:
     }
     fw_http_server_free(w->http);
     w->http = NULL;
-    fw_batcher_free(w->batcher);
+    fw_batcher_free(w->batcher); /* completes queue jobs still held (left pending) */
     w->batcher = NULL;
+    fw_queue_free(w->queue);
+    w->queue = NULL;
     fw_engine_free(w->eng);
     w->eng = NULL;
     fw_metrics_free(w->reg);
@@ -1246,6 +1391,13 @@ int fw_worker_main(int argc, char **argv)
     }
     if (w->o.worker_id)
         snprintf(w->worker_id, sizeof w->worker_id, "%s", w->o.worker_id);
+    if (w->o.queue) {
+        fw_redis_url u;
+        if (fw_redis_url_parse(w->o.queue, &u, &err)) {
+            fprintf(stderr, "facework worker: --queue: %s\n", err.message);
+            goto done;
+        }
+    }
     fw_api_limits_init(&w->limits);
     w->limits.max_images = (size_t)w->o.max_images;
     w->limits.max_image_bytes = w->o.max_image_bytes;
